@@ -1,0 +1,1 @@
+fn main() { println!("loadgen: not yet implemented"); }

@@ -1,0 +1,1 @@
+//! Authentication (to be written).

@@ -1,0 +1,210 @@
+//! Configuration: the TOML file an operator writes, turned into types that cannot be wrong.
+//!
+//! Two layers ("parse, don't validate"):
+//! - [`raw`] mirrors the file with serde, key for key, using pgbouncer.ini's names
+//!   (`[pgbouncer]` becomes `[pooler]`), `deny_unknown_fields`, and spans so that every
+//!   error names the key and its line.
+//! - This module holds the validated types the rest of pgring reads: durations are
+//!   [`Duration`], modes are enums, paths are resolved against the config file's folder.
+//!
+//! The config is immutable once built; shards share it as `Arc<Config>` and a reload builds
+//! a new one. Nothing here opens sockets or reads anything but the config file itself.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::ConfigError;
+
+/// When a server connection goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// At client disconnect (after `server_reset_query`).
+    Session,
+    /// When ReadyForQuery reports idle (`I`).
+    Transaction,
+    /// After every statement; multi-statement transactions are refused.
+    Statement,
+}
+
+/// How clients prove who they are (`auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    /// No password asked.
+    Trust,
+    /// Cleartext password (`plain` in PgBouncer).
+    Plain,
+    /// MD5; users whose stored secret is a SCRAM verifier are switched to SCRAM.
+    Md5,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+}
+
+/// Settings of the `[pooler]` section, PgBouncer's `[pgbouncer]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolerConfig {
+    /// TCP address to listen on; empty means no TCP listener. Default `127.0.0.1`.
+    pub listen_addr: String,
+    /// TCP port, and the number in the Unix socket's name. Default 6432.
+    pub listen_port: u16,
+    /// Folder of the Unix socket `.s.PGSQL.<listen_port>`; `None` when the key is empty.
+    /// Default `/tmp`.
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Number of shards (one executor pinned per core); 0 in the file means one per core,
+    /// already resolved here to the available core count. Default 0.
+    pub shards: usize,
+
+    pub auth_type: AuthType,
+    /// PgBouncer's userlist.txt; resolved against the config file's folder.
+    pub auth_file: Option<PathBuf>,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+
+    pub pool_mode: PoolMode,
+    pub default_pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub max_client_conn: u32,
+    /// 0 = unlimited.
+    pub max_db_connections: u32,
+    /// 0 = unlimited.
+    pub max_user_connections: u32,
+
+    /// Empty = none. Default `DISCARD ALL`.
+    pub server_reset_query: String,
+    /// Run the reset query in transaction mode too. Default false.
+    pub server_reset_query_always: bool,
+    /// Empty = no check. Default `select 1`.
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+    /// `Duration::ZERO` = unlimited for all the optional timeouts below.
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_connect_timeout: Duration,
+    pub server_login_retry: Duration,
+    pub client_idle_timeout: Duration,
+    pub client_login_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub query_timeout: Duration,
+    pub query_wait_timeout: Duration,
+    pub shutdown_timeout: Duration,
+
+    /// Startup parameters accepted and dropped instead of refused (e.g. `extra_float_digits`).
+    pub ignore_startup_parameters: Vec<String>,
+    /// Largest protocol message accepted from a client or server, in bytes.
+    pub max_packet_size: u32,
+
+    pub tcp_keepalive: bool,
+    /// `Duration::ZERO` = the OS default.
+    pub tcp_keepidle: Duration,
+    pub tcp_keepintvl: Duration,
+    /// 0 = the OS default.
+    pub tcp_keepcnt: u32,
+
+    pub log_connections: bool,
+    pub log_disconnections: bool,
+    pub log_pooler_errors: bool,
+    /// `Duration::ZERO` = no periodic stats line.
+    pub stats_period: Duration,
+    pub logfile: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    /// 0 = normal, 1 = debug, 2 = trace.
+    pub verbose: u8,
+}
+
+/// Where a server lives: a TCP host or a Unix socket folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddress {
+    Tcp { host: String, port: u16 },
+    /// `host` started with `/`: the folder holding `.s.PGSQL.<port>`.
+    Unix { dir: PathBuf, port: u16 },
+}
+
+/// One `[databases]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    pub address: ServerAddress,
+    /// The server-side database name; defaults to the entry's own name.
+    /// `None` only for the `*` fallback, where the client's name is used.
+    pub dbname: Option<String>,
+    /// Forced server user; `None` = the client's user.
+    pub user: Option<String>,
+    /// Password for the forced user (or for the client's user when no auth_file entry has it).
+    pub password: Option<String>,
+    pub pool_size: Option<u32>,
+    pub min_pool_size: Option<u32>,
+    pub reserve_pool_size: Option<u32>,
+    pub pool_mode: Option<PoolMode>,
+    /// 0 or `None` = the global setting.
+    pub max_db_connections: Option<u32>,
+    /// Sent as startup parameters to the server (client_encoding, datestyle, timezone,
+    /// application_name).
+    pub startup_parameters: Vec<(String, String)>,
+}
+
+/// One `[users]` entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserConfig {
+    pub pool_mode: Option<PoolMode>,
+    pub pool_size: Option<u32>,
+    pub max_user_connections: Option<u32>,
+    pub query_timeout: Option<Duration>,
+    pub idle_transaction_timeout: Option<Duration>,
+    pub client_idle_timeout: Option<Duration>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (for reload and for resolving relative paths).
+    pub path: PathBuf,
+    pub pooler: PoolerConfig,
+    /// `[databases]` without the `*` entry.
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// The `*` entry: used for database names not listed.
+    pub fallback_database: Option<DatabaseConfig>,
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        raw::load(path)
+    }
+
+    /// Validates TOML text; `path` is used for error messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        raw::parse(text, path)
+    }
+
+    /// The effective configuration as TOML, every key with its value (for `--check`).
+    pub fn to_toml(&self) -> String {
+        raw::render(self)
+    }
+
+    /// The database entry for a client-visible name: an exact entry, else `*`.
+    pub fn database(&self, name: &str) -> Option<&DatabaseConfig> {
+        self.databases.get(name).or(self.fallback_database.as_ref())
+    }
+
+    /// The pool mode for a (database, user) pair: user over database over global.
+    pub fn pool_mode(&self, db: &DatabaseConfig, user: &str) -> PoolMode {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_mode)
+            .or(db.pool_mode)
+            .unwrap_or(self.pooler.pool_mode)
+    }
+
+    /// The pool size for a (database, user) pair: user over database over global.
+    pub fn pool_size(&self, db: &DatabaseConfig, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_size)
+            .or(db.pool_size)
+            .unwrap_or(self.pooler.default_pool_size)
+    }
+}
