@@ -1,0 +1,163 @@
+//! Frontend messages (client → server): encoders for the ones pgring sends to PostgreSQL
+//! (startup, passwords, its own queries, cancel requests) and decoders for the login
+//! messages pgring reads from clients.
+
+use bytes::{BufMut, BytesMut};
+
+use super::error::ProtocolError;
+use super::startup::{split_cstr, CancelKey};
+use super::{tag, CANCEL_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE};
+
+fn begin(out: &mut BytesMut, tag: u8) -> usize {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    at
+}
+
+fn finish(out: &mut BytesMut, at: usize) {
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    out.extend(s.bytes().filter(|&b| b != 0));
+    out.put_u8(0);
+}
+
+/// StartupMessage for protocol 3.0.
+pub fn startup_message<'a>(
+    out: &mut BytesMut,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let at = out.len();
+    out.put_i32(0);
+    out.put_i32(PROTOCOL_3_0);
+    for (name, value) in params {
+        put_cstr(out, name);
+        put_cstr(out, value);
+    }
+    out.put_u8(0);
+    finish_untagged(out, at);
+}
+
+fn finish_untagged(out: &mut BytesMut, at: usize) {
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn ssl_request(out: &mut BytesMut) {
+    out.put_i32(8);
+    out.put_i32(SSL_REQUEST_CODE);
+}
+
+pub fn cancel_request(out: &mut BytesMut, key: CancelKey) {
+    out.put_i32(16);
+    out.put_i32(CANCEL_REQUEST_CODE);
+    out.put_i32(key.process_id);
+    out.put_i32(key.secret_key);
+}
+
+/// PasswordMessage carrying a cleartext or md5 password (NUL-terminated).
+pub fn password_message(out: &mut BytesMut, password: &[u8]) {
+    let at = begin(out, tag::PASSWORD_MESSAGE);
+    out.put_slice(password);
+    out.put_u8(0);
+    finish(out, at);
+}
+
+pub fn sasl_initial_response(out: &mut BytesMut, mechanism: &str, data: &[u8]) {
+    let at = begin(out, tag::PASSWORD_MESSAGE);
+    put_cstr(out, mechanism);
+    out.put_i32(data.len() as i32);
+    out.put_slice(data);
+    finish(out, at);
+}
+
+pub fn sasl_response(out: &mut BytesMut, data: &[u8]) {
+    let at = begin(out, tag::PASSWORD_MESSAGE);
+    out.put_slice(data);
+    finish(out, at);
+}
+
+/// A simple-protocol Query.
+pub fn query(out: &mut BytesMut, sql: &str) {
+    let at = begin(out, tag::QUERY);
+    put_cstr(out, sql);
+    finish(out, at);
+}
+
+pub fn terminate(out: &mut BytesMut) {
+    let at = begin(out, tag::TERMINATE);
+    finish(out, at);
+}
+
+/// The password of a PasswordMessage: the bytes before the terminating NUL.
+pub fn parse_password(body: &[u8]) -> Result<&[u8], ProtocolError> {
+    match split_cstr(body) {
+        Some((password, rest)) if rest.is_empty() => Ok(password),
+        _ => Err(ProtocolError::Malformed {
+            tag: tag::PASSWORD_MESSAGE,
+            what: "password not NUL-terminated",
+        }),
+    }
+}
+
+/// A SASLInitialResponse: the chosen mechanism and the client-first message.
+pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
+    let malformed = |what| ProtocolError::Malformed {
+        tag: tag::PASSWORD_MESSAGE,
+        what,
+    };
+    let (mechanism, rest) = split_cstr(body).ok_or(malformed("mechanism name"))?;
+    let mechanism = std::str::from_utf8(mechanism).map_err(|_| malformed("mechanism name"))?;
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(malformed("data length"))?;
+    let len = i32::from_be_bytes(len_bytes);
+    let data = &rest[4..];
+    if len == -1 {
+        return Ok((mechanism, &[]));
+    }
+    if usize::try_from(len).ok() != Some(data.len()) {
+        return Err(malformed("data length"));
+    }
+    Ok((mechanism, data))
+}
+
+/// Quotes `value` as an SQL string literal (for the `SET` statements pgring sends to
+/// align a server's parameters with a client's).
+pub fn quote_literal(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    let has_backslash = value.contains('\\');
+    if has_backslash {
+        quoted.push('E');
+    }
+    quoted.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => quoted.push_str("''"),
+            '\\' => quoted.push_str("\\\\"),
+            '\0' => {}
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// Quotes `name` as an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => quoted.push_str("\"\""),
+            '\0' => {}
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
