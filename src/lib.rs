@@ -1,7 +1,21 @@
 //! pgring: a thread-per-core PostgreSQL connection pooler.
 //!
-//! Start with `ARCHITECTURE.md` at the repository root for the map.
+//! Start with `ARCHITECTURE.md` at the repository root for the map. In short:
+//! [`protocol`] and [`auth`] are pure (bytes in, bytes out); [`runtime`] starts one
+//! [`shard`] per core; a shard accepts clients ([`client`]) and lends them server
+//! connections from its [`pool`]s ([`server`]).
 
 pub mod auth;
+pub mod buffer;
+pub mod cancel;
+pub mod client;
 pub mod config;
+pub mod error;
+pub mod logging;
+pub mod net;
+pub mod pool;
 pub mod protocol;
+pub mod runtime;
+pub mod server;
+pub mod shard;
+pub mod timeout;

@@ -1,0 +1,132 @@
+//! Client connections: from accept to close.
+//!
+//! ```text
+//!   accept ─► login::run (startup, auth, welcome) ─► session::run (pooling loop) ─► close
+//!                  └─ CancelRequest ─► cancel::route
+//! ```
+//!
+//! [`login`] speaks to the client until ReadyForQuery; [`session`] then forwards traffic,
+//! attaching and releasing server connections as [`crate::protocol::session`] allows.
+
+pub mod login;
+pub mod params;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::AsyncWriteExt;
+
+use crate::buffer::{ReadBuf, INITIAL_READ_BUF};
+use crate::error::{Fault, SessionError};
+use crate::net::Stream;
+use crate::protocol::sqlstate;
+use crate::shard::Shard;
+
+/// The largest message read whole from a client during login (passwords, SASL).
+const LOGIN_CEILING: usize = 64 * 1024;
+
+/// Where a client came from, for logs and (later) hba rules.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+/// A client's socket and read buffer.
+pub struct ClientConn {
+    pub stream: Stream,
+    pub rbuf: ReadBuf,
+    pub peer: Peer,
+}
+
+impl ClientConn {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(SessionError::client_io)
+    }
+
+    /// Sends a FATAL error (best effort: the client may be gone) and closes.
+    pub async fn send_fatal(&mut self, error: &SessionError) {
+        if !error.client_reachable() {
+            return;
+        }
+        let mut out = BytesMut::new();
+        error.encode_fatal(&mut out);
+        let _ = self.stream.write_all(&out).await;
+        let _ = self.stream.close().await;
+    }
+}
+
+/// Counts a client against `max_client_conn` for as long as it lives.
+struct ClientSlot(Rc<Shard>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.shared.release_client();
+    }
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) {
+    let config = shard.config();
+    let mut conn = ClientConn {
+        stream,
+        rbuf: ReadBuf::new(INITIAL_READ_BUF.min(1024), LOGIN_CEILING),
+        peer,
+    };
+    if !shard.shared.admit_client(config.pooler.max_client_conn) {
+        let err = SessionError::new(
+            Fault::Limit,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        );
+        if config.pooler.log_pooler_errors {
+            log::warn!("{}: refused: {err}", conn.peer);
+        }
+        conn.send_fatal(&err).await;
+        return;
+    }
+    let _slot = ClientSlot(shard.clone());
+    let login = crate::timeout::with_timeout(
+        config.pooler.client_login_timeout,
+        login::run(&shard, &mut conn),
+    )
+    .await;
+    let login = match login {
+        None => {
+            let err = SessionError::new(
+                Fault::Client,
+                sqlstate::PROTOCOL_VIOLATION,
+                "client_login_timeout: the login did not finish in time",
+            );
+            conn.send_fatal(&err).await;
+            return;
+        }
+        Some(Err(err)) => {
+            if config.pooler.log_pooler_errors && err.client_reachable() {
+                log::warn!("{}: login failed: {err}", conn.peer);
+            }
+            conn.send_fatal(&err).await;
+            return;
+        }
+        Some(Ok(login::Outcome::Cancel(key))) => {
+            crate::cancel::route(&shard, key).await;
+            return;
+        }
+        Some(Ok(login::Outcome::Ready(session))) => session,
+    };
+    session::run(&shard, conn, login).await;
+}

@@ -1,0 +1,478 @@
+//! The pooling loop of a logged-in client.
+//!
+//! ```text
+//!            client bytes                         server bytes
+//!   client ──────────────► scan tags ──► server ────────────► scan Z/S ──► client
+//!              (attach a server first        (ReadyForQuery: ask TxTracker whether
+//!               when none is attached)        the server goes back to the pool)
+//! ```
+//!
+//! Bytes are forwarded in the ranges they arrived in; only the frame boundaries are
+//! found. Invariant: a server connection leaves its client only when
+//! [`TxTracker`](crate::protocol::session::TxTracker) says it is quiet; in every other
+//! case (client gone mid-transaction, error, timeout) it is closed, never reused.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::FutureExt;
+
+use super::login::LoggedIn;
+use super::params::ClientParams;
+use super::ClientConn;
+use crate::config::PoolMode;
+use crate::error::{Fault, SessionError};
+use crate::pool::Pool;
+use crate::protocol::backend;
+use crate::protocol::framing::{Framer, Step};
+use crate::protocol::session::{AfterReady, TxTracker};
+use crate::protocol::startup::CancelKey;
+use crate::protocol::{sqlstate, tag, TxStatus};
+use crate::server::ServerConn;
+use crate::shard::Shard;
+
+/// What woke the loop while a server was attached.
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Timeout(&'static str),
+    Shutdown,
+}
+
+/// Per-session settings, read once at login.
+struct Limits {
+    mode: PoolMode,
+    max_message: usize,
+    client_idle_timeout: Duration,
+    idle_transaction_timeout: Duration,
+    query_timeout: Duration,
+    reset_query: String,
+    reset_always: bool,
+}
+
+pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
+    let config = shard.config();
+    let user_cfg = config.users.get(&login.user);
+    let limits = Limits {
+        mode: login.pool.mode(),
+        max_message: config.pooler.max_packet_size as usize,
+        client_idle_timeout: user_cfg
+            .and_then(|u| u.client_idle_timeout)
+            .unwrap_or(config.pooler.client_idle_timeout),
+        idle_transaction_timeout: user_cfg
+            .and_then(|u| u.idle_transaction_timeout)
+            .unwrap_or(config.pooler.idle_transaction_timeout),
+        query_timeout: user_cfg
+            .and_then(|u| u.query_timeout)
+            .unwrap_or(config.pooler.query_timeout),
+        reset_query: config.pooler.server_reset_query.clone(),
+        reset_always: config.pooler.server_reset_query_always,
+    };
+    let log_disconnections = config.pooler.log_disconnections;
+    let log_errors = config.pooler.log_pooler_errors;
+    drop(config);
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    shard.cancel.set_shutdown(login.cancel_key, shutdown_tx);
+    let mut session = Session {
+        shard,
+        pool: &login.pool,
+        params: login.params,
+        cancel_key: login.cancel_key,
+        limits,
+        tracker: TxTracker::default(),
+        client_framer: Framer::new(usize::MAX),
+        server: None,
+        query_started: None,
+        shutdown: shutdown_rx,
+    };
+    session.client_framer = Framer::new(session.limits.max_message);
+    let result = session.pump(&mut conn).await;
+    session.finish().await;
+    shard.cancel.unregister(login.cancel_key);
+    match result {
+        Ok(reason) => {
+            if log_disconnections {
+                log::info!(
+                    "{}: closing: db={} user={}: {reason}",
+                    conn.peer,
+                    login.database,
+                    login.user
+                );
+            }
+        }
+        Err(e) => {
+            if log_errors && e.client_reachable() {
+                log::warn!(
+                    "{}: closing: db={} user={}: {e}",
+                    conn.peer,
+                    login.database,
+                    login.user
+                );
+            } else if log_disconnections {
+                log::info!(
+                    "{}: closing: db={} user={}: {e}",
+                    conn.peer,
+                    login.database,
+                    login.user
+                );
+            }
+            conn.send_fatal(&e).await;
+        }
+    }
+}
+
+struct Session<'a> {
+    shard: &'a Rc<Shard>,
+    pool: &'a Rc<Pool>,
+    params: ClientParams,
+    cancel_key: CancelKey,
+    limits: Limits,
+    tracker: TxTracker,
+    client_framer: Framer,
+    server: Option<ServerConn>,
+    /// When the oldest unanswered request was sent (for `query_timeout`).
+    query_started: Option<Instant>,
+    shutdown: oneshot::Receiver<()>,
+}
+
+impl Session<'_> {
+    /// Forwards traffic until the client leaves (`Ok` with the reason) or an error ends
+    /// the session.
+    async fn pump(&mut self, conn: &mut ClientConn) -> Result<&'static str, SessionError> {
+        loop {
+            // 1. Whatever the client sent: forward it, attaching a server first.
+            let (forward, terminate) = self.scan_client(conn.rbuf.data())?;
+            if forward > 0 {
+                if self.server.is_none() {
+                    self.attach().await?;
+                }
+                let server = self.server.as_mut().expect("attached just above");
+                if let Err(e) = futures_lite::AsyncWriteExt::write_all(
+                    &mut server.stream,
+                    &conn.rbuf.data()[..forward],
+                )
+                .await
+                {
+                    self.drop_server();
+                    return Err(SessionError::server_io(e));
+                }
+                conn.rbuf.consume(forward);
+            }
+            if terminate {
+                return Ok("client sent Terminate");
+            }
+
+            // 2. Wait for the next event.
+            if self.server.is_none() {
+                if self.shard.is_shutting_down() {
+                    return Err(shutting_down());
+                }
+                conn.rbuf.shrink_if_idle();
+                let limit = self.limits.client_idle_timeout;
+                let event = async { Event::Client(conn.rbuf.fill(&mut conn.stream).await) }
+                    .or(async {
+                        crate::timeout::deadline(Some(limit)).await;
+                        Event::Timeout("client_idle_timeout")
+                    })
+                    .or(async {
+                        let _ = (&mut self.shutdown).await;
+                        Event::Shutdown
+                    })
+                    .await;
+                match event {
+                    Event::Client(Ok(0)) | Event::Client(Err(_)) => {
+                        return Ok("client closed the connection")
+                    }
+                    Event::Client(Ok(_)) => continue,
+                    Event::Timeout(what) => return Err(timeout_error(what)),
+                    Event::Shutdown => return Err(shutting_down()),
+                    Event::Server(_) => unreachable!("no server attached"),
+                }
+            }
+
+            let timeout = self.attached_timeout();
+            let server = self.server.as_mut().expect("checked above");
+            let event = async { Event::Client(conn.rbuf.fill(&mut conn.stream).await) }
+                .or(async { Event::Server(server.rbuf.fill(&mut server.stream).await) })
+                .or(async {
+                    match timeout {
+                        Some((limit, what)) => {
+                            crate::timeout::deadline(Some(limit)).await;
+                            Event::Timeout(what)
+                        }
+                        None => futures_lite::future::pending().await,
+                    }
+                })
+                .await;
+            match event {
+                Event::Client(Ok(0)) | Event::Client(Err(_)) => {
+                    return Ok("client closed the connection");
+                }
+                Event::Client(Ok(_)) => {}
+                Event::Server(Ok(0)) => {
+                    self.drop_server();
+                    return Err(SessionError::server_closed());
+                }
+                Event::Server(Err(e)) => {
+                    self.drop_server();
+                    return Err(SessionError::server_io(e));
+                }
+                Event::Server(Ok(_)) => self.forward_server(conn).await?,
+                Event::Timeout(what) => {
+                    self.drop_server();
+                    return Err(timeout_error(what));
+                }
+                Event::Shutdown => unreachable!("not awaited while attached"),
+            }
+        }
+    }
+
+    /// Finds how many leading client bytes can go to the server, and whether a Terminate
+    /// follows them. Records every request in the tracker.
+    fn scan_client(&mut self, data: &[u8]) -> Result<(usize, bool), SessionError> {
+        let mut pos = 0;
+        loop {
+            let step = self
+                .client_framer
+                .step(&data[pos..], |t| t == tag::TERMINATE)
+                .map_err(SessionError::client_protocol)?;
+            let (msg_tag, len) = match step {
+                Step::Message { tag, len, .. } => (Some(tag), len),
+                Step::Partial { tag, len } => (tag, len),
+                Step::NeedMore => return Ok((pos, false)),
+            };
+            if msg_tag == Some(tag::TERMINATE) {
+                return Ok((pos, true));
+            }
+            if let Some(t) = msg_tag {
+                if self.tracker.owed_ready() == 0 {
+                    self.query_started = Some(Instant::now());
+                }
+                self.tracker.on_client_message(t);
+            }
+            pos += len;
+        }
+    }
+
+    /// Forwards what the server sent, up to a point where the server is released.
+    async fn forward_server(&mut self, conn: &mut ClientConn) -> Result<(), SessionError> {
+        let mode = self.limits.mode;
+        let Session {
+            server,
+            tracker,
+            params,
+            query_started,
+            shard,
+            ..
+        } = self;
+        let server = server.as_mut().expect("called with a server attached");
+        let ServerConn {
+            rbuf,
+            framer,
+            params: server_params,
+            ..
+        } = server;
+        let data = rbuf.data();
+        let mut pos = 0;
+        let mut after = AfterReady::Keep;
+        loop {
+            let step = framer
+                .step(&data[pos..], |t| {
+                    t == tag::READY_FOR_QUERY || t == tag::PARAMETER_STATUS
+                })
+                .map_err(SessionError::server_protocol)?;
+            match step {
+                Step::Message {
+                    tag: tag::READY_FOR_QUERY,
+                    body,
+                    len,
+                } => {
+                    let status = backend::parse_ready_for_query(body)
+                        .map_err(SessionError::server_protocol)?;
+                    pos += len;
+                    shard.queries.set(shard.queries.get() + 1);
+                    if status == TxStatus::Idle {
+                        shard.transactions.set(shard.transactions.get() + 1);
+                    }
+                    after = tracker.on_ready_for_query(status, mode);
+                    if tracker.owed_ready() == 0 {
+                        *query_started = None;
+                    }
+                    if after != AfterReady::Keep {
+                        break;
+                    }
+                }
+                Step::Message {
+                    tag: tag::PARAMETER_STATUS,
+                    body,
+                    len,
+                } => {
+                    let (name, value) = backend::parse_parameter_status(body)
+                        .map_err(SessionError::server_protocol)?;
+                    params.set(name, value);
+                    crate::server::set_param(server_params, name, value);
+                    pos += len;
+                }
+                Step::Message { len, .. } | Step::Partial { len, .. } => pos += len,
+                Step::NeedMore => break,
+            }
+        }
+        if after == AfterReady::StatementModeViolation {
+            // Do not show the client a transaction that statement mode cannot honour.
+            self.drop_server();
+            return Err(SessionError::new(
+                Fault::Client,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "transaction blocks not allowed in statement pooling mode",
+            ));
+        }
+        let result = conn.write_all(&data[..pos]).await;
+        rbuf.consume(pos);
+        result?;
+        if after == AfterReady::Release {
+            self.detach();
+        }
+        Ok(())
+    }
+
+    /// Which timeout applies while a server is attached, and how long is left.
+    fn attached_timeout(&self) -> Option<(Duration, &'static str)> {
+        if self.tracker.owed_ready() > 0 {
+            let limit = self.limits.query_timeout;
+            if limit.is_zero() {
+                return None;
+            }
+            let started = self.query_started.unwrap_or_else(Instant::now);
+            let left = limit
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
+            return Some((left, "query_timeout"));
+        }
+        if self.tracker.status() != TxStatus::Idle
+            && !self.limits.idle_transaction_timeout.is_zero()
+        {
+            return Some((
+                self.limits.idle_transaction_timeout,
+                "idle_transaction_timeout",
+            ));
+        }
+        if !self.limits.client_idle_timeout.is_zero() {
+            return Some((self.limits.client_idle_timeout, "client_idle_timeout"));
+        }
+        None
+    }
+
+    /// Takes a server from the pool and aligns its parameters with the client's.
+    async fn attach(&mut self) -> Result<(), SessionError> {
+        let mut server = self.pool.acquire().await?;
+        if let Some(sql) = self.params.alignment_sql(&server) {
+            if let Err(e) = server.run_internal(&sql, self.limits.max_message).await {
+                if e.sqlstate == sqlstate::CONNECTION_FAILURE {
+                    self.pool.discard(server);
+                } else {
+                    self.pool.release(server);
+                }
+                return Err(e);
+            }
+            self.params.adopt_server_spelling(&server);
+        }
+        self.shard.cancel.set_server(
+            self.cancel_key,
+            Some((server.backend_key, server.address.clone())),
+        );
+        self.tracker = TxTracker::default();
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Gives the attached (quiet) server back to the pool.
+    fn detach(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.shard.cancel.set_server(self.cancel_key, None);
+            if self.limits.reset_always && !self.limits.reset_query.is_empty() {
+                // Reset before anyone else sees it; runs on its own task so this client
+                // is not held up.
+                let pool = self.pool.clone();
+                let sql = self.limits.reset_query.clone();
+                let max = self.limits.max_message;
+                glommio::spawn_local(reset_and_release(pool, server, sql, max)).detach();
+            } else {
+                self.pool.release(server);
+            }
+        }
+    }
+
+    /// Closes the attached server: it may be mid-transaction or broken.
+    fn drop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.shard.cancel.set_server(self.cancel_key, None);
+            self.pool.discard(server);
+        }
+    }
+
+    /// At the end of the session: a quiet server is reset and pooled, any other closed.
+    async fn finish(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        self.shard.cancel.set_server(self.cancel_key, None);
+        if !self.tracker.is_quiet() {
+            self.pool.discard(server);
+            return;
+        }
+        let reset = self.limits.mode == PoolMode::Session || self.limits.reset_always;
+        if reset && !self.limits.reset_query.is_empty() {
+            reset_and_release(
+                self.pool.clone(),
+                server,
+                self.limits.reset_query.clone(),
+                self.limits.max_message,
+            )
+            .await;
+        } else {
+            self.pool.release(server);
+        }
+    }
+}
+
+async fn reset_and_release(pool: Rc<Pool>, mut server: ServerConn, sql: String, max: usize) {
+    match server.run_internal(&sql, max).await {
+        Ok(()) => pool.release(server),
+        Err(e) => {
+            log::warn!(
+                "{}/{}: server_reset_query failed, closing the server connection: {e}",
+                pool.key.database,
+                pool.key.user
+            );
+            pool.discard(server);
+        }
+    }
+}
+
+fn timeout_error(what: &'static str) -> SessionError {
+    let (code, message) = match what {
+        "query_timeout" => (
+            sqlstate::QUERY_CANCELED,
+            "query_timeout: the query ran too long",
+        ),
+        "idle_transaction_timeout" => (
+            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+            "idle_transaction_timeout: the transaction was idle too long",
+        ),
+        _ => (
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            "client_idle_timeout: the client was idle too long",
+        ),
+    };
+    SessionError::new(Fault::Limit, code, message)
+}
+
+fn shutting_down() -> SessionError {
+    SessionError::new(
+        Fault::Limit,
+        sqlstate::ADMIN_SHUTDOWN,
+        "pgring is shutting down",
+    )
+}

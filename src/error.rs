@@ -1,0 +1,111 @@
+//! The error a session ends with, and the one function that turns it into an
+//! ErrorResponse.
+//!
+//! Leaves (protocol, I/O, auth) are typed where they happen; at the session boundary they
+//! become a [`SessionError`] that knows whose fault it was ([`Fault`]), the SQLSTATE the
+//! client sees, and a message a person understands.
+
+use std::io;
+
+use bytes::BytesMut;
+
+use crate::config::ServerAddress;
+use crate::protocol::backend::{self, Severity};
+use crate::protocol::{sqlstate, ProtocolError};
+
+/// Who caused an error: decides logging and whether the server connection survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client broke the protocol, failed to authenticate or went away.
+    Client,
+    /// The server failed, closed or misbehaved.
+    Server,
+    /// pgring's configuration cannot serve the request.
+    Config,
+    /// A limit or timeout of pgring's.
+    Limit,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SessionError {
+    pub fault: Fault,
+    pub sqlstate: String,
+    pub message: String,
+}
+
+impl SessionError {
+    pub fn new(fault: Fault, sqlstate: &str, message: impl Into<String>) -> Self {
+        SessionError {
+            fault,
+            sqlstate: sqlstate.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn client_protocol(e: ProtocolError) -> Self {
+        SessionError::new(Fault::Client, e.sqlstate(), e.to_string())
+    }
+
+    pub fn server_protocol(e: ProtocolError) -> Self {
+        SessionError::new(
+            Fault::Server,
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("server sent an invalid message: {e}"),
+        )
+    }
+
+    pub fn server_io(e: io::Error) -> Self {
+        SessionError::new(
+            Fault::Server,
+            sqlstate::CONNECTION_FAILURE,
+            format!("server connection failed: {e}"),
+        )
+    }
+
+    pub fn server_closed() -> Self {
+        SessionError::new(
+            Fault::Server,
+            sqlstate::CONNECTION_FAILURE,
+            "server closed the connection unexpectedly",
+        )
+    }
+
+    pub fn server_connect(address: &ServerAddress, e: io::Error) -> Self {
+        SessionError::new(
+            Fault::Server,
+            sqlstate::CONNECTION_FAILURE,
+            format!(
+                "could not connect to server at {}: {e}",
+                crate::server::describe(address)
+            ),
+        )
+    }
+
+    pub fn client_io(e: io::Error) -> Self {
+        SessionError::new(
+            Fault::Client,
+            sqlstate::CONNECTION_FAILURE,
+            format!("client connection failed: {e}"),
+        )
+    }
+
+    pub fn client_closed() -> Self {
+        SessionError::new(
+            Fault::Client,
+            sqlstate::CONNECTION_FAILURE,
+            "client closed the connection",
+        )
+    }
+
+    /// Writes this error as the FATAL ErrorResponse a client receives before the
+    /// connection is closed.
+    pub fn encode_fatal(&self, out: &mut BytesMut) {
+        backend::error_response(out, Severity::Fatal, &self.sqlstate, &self.message, None);
+    }
+
+    /// Whether the client should be told (it is not when the client itself is gone).
+    pub fn client_reachable(&self) -> bool {
+        !(self.fault == Fault::Client && self.sqlstate == sqlstate::CONNECTION_FAILURE)
+    }
+}

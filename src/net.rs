@@ -1,0 +1,157 @@
+//! Sockets: listeners bound per shard with SO_REUSEPORT, the socket options every
+//! connection gets, and [`Stream`], the one type sessions read and write whatever the
+//! transport (TCP or Unix socket; TLS joins here later).
+//!
+//! Invariant: every TCP socket pgring accepts or opens has TCP_NODELAY set (without it a
+//! TLS handshake stalls ~40 ms on delayed ACKs) and keepalive as configured.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream, UnixStream};
+use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+
+/// Keepalive settings, PgBouncer's `tcp_keepalive`, `tcp_keepidle`, `tcp_keepintvl`,
+/// `tcp_keepcnt` (zero values leave the OS default).
+#[derive(Debug, Clone, Copy)]
+pub struct Keepalive {
+    pub enabled: bool,
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+impl Keepalive {
+    pub fn from_config(c: &crate::config::PoolerConfig) -> Self {
+        Keepalive {
+            enabled: c.tcp_keepalive,
+            idle: c.tcp_keepidle,
+            interval: c.tcp_keepintvl,
+            count: c.tcp_keepcnt,
+        }
+    }
+}
+
+/// Sets TCP_NODELAY and keepalive on a connected TCP socket.
+pub fn tune_tcp(socket: &Socket, keepalive: Keepalive) -> io::Result<()> {
+    socket.set_nodelay(true)?;
+    if keepalive.enabled {
+        let mut ka = TcpKeepalive::new();
+        if !keepalive.idle.is_zero() {
+            ka = ka.with_time(keepalive.idle);
+        }
+        if !keepalive.interval.is_zero() {
+            ka = ka.with_interval(keepalive.interval);
+        }
+        if keepalive.count > 0 {
+            ka = ka.with_retries(keepalive.count);
+        }
+        socket.set_tcp_keepalive(&ka)?;
+    }
+    Ok(())
+}
+
+/// Binds a TCP listener with SO_REUSEPORT, so that every shard can bind the same address
+/// and the kernel spreads incoming connections over them.
+pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(backlog)?;
+    // SAFETY: the fd was just created above and is owned by nobody else.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// The path of the Unix socket for `port` in `dir`, named as PostgreSQL names it.
+pub fn unix_socket_path(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!(".s.PGSQL.{port}"))
+}
+
+/// Opens a TCP connection to `addr` with the standard options, within `timeout`
+/// (zero = no limit beyond the kernel's).
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+    keepalive: Keepalive,
+) -> io::Result<TcpStream> {
+    let stream = if timeout.is_zero() {
+        TcpStream::connect(addr).await
+    } else {
+        TcpStream::connect_timeout(addr, timeout).await
+    }
+    .map_err(io::Error::from)?;
+    configure_stream(&stream, keepalive)?;
+    Ok(stream)
+}
+
+/// Applies [`tune_tcp`] to a glommio stream without taking ownership of its fd.
+pub fn configure_stream(stream: &TcpStream, keepalive: Keepalive) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the Socket is wrapped in ManuallyDrop so the fd, owned by `stream`, is not
+    // closed when it goes out of scope; it lives only for the duration of this call.
+    let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(stream.as_raw_fd()) });
+    tune_tcp(&socket, keepalive)
+}
+
+/// A connection to a client or a server, whatever the transport.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_close(cx),
+            Stream::Unix(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}

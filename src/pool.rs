@@ -1,0 +1,378 @@
+//! A shard's pool of server connections for one (database, user) pair.
+//!
+//! ```text
+//!   acquire ──► idle stack (LIFO) ──► open a new one (below the size) ──► wait in FIFO
+//!   release ──► first live waiter ──► idle stack
+//! ```
+//!
+//! Sizes are per shard: every limit in the config is a total across shards, split by
+//! [`shard_share`] (see ARCHITECTURE.md, "Limits across shards"). Pools are `!Send`: they
+//! live and die on their shard, touched by one thread only, with no locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use crate::config::{PoolMode, ServerAddress};
+use crate::error::{Fault, SessionError};
+use crate::protocol::sqlstate;
+use crate::server::{self, ConnectOptions, ServerConn, ServerCredential, ServerTarget};
+
+/// Identifies a pool within a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// The database name the client asked for.
+    pub database: String,
+    /// The client's user name.
+    pub user: String,
+}
+
+/// This shard's part of a total `limit` split over `shards`: an even split, the remainder
+/// going to the lowest shard ids, and at least one when the limit is not zero (so that
+/// every shard can serve every pool).
+pub fn shard_share(limit: u32, shards: usize, shard: usize) -> u32 {
+    if limit == 0 {
+        return 0;
+    }
+    let shards = shards.max(1) as u32;
+    let base = limit / shards;
+    let extra = u32::from((shard as u32) < limit % shards);
+    (base + extra).max(1)
+}
+
+/// The sizes and timeouts a pool works with, already split for this shard.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    pub size: u32,
+    pub min_size: u32,
+    pub reserve_size: u32,
+    pub reserve_timeout: Duration,
+    pub query_wait_timeout: Duration,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_check_delay: Duration,
+    pub server_check_query: String,
+    pub connect: ConnectOptions,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    pub target: ServerTarget,
+    address: Rc<ServerAddress>,
+    pub settings: RefCell<PoolSettings>,
+    credential: RefCell<ServerCredential>,
+    idle: RefCell<Vec<ServerConn>>,
+    /// Server connections open or being opened: idle + in use + connecting.
+    open: Cell<u32>,
+    waiters: RefCell<VecDeque<oneshot::Sender<ServerConn>>>,
+    /// Parameters a fresh server reports, shown to clients at login.
+    welcome: RefCell<Option<Vec<(String, String)>>>,
+}
+
+/// Counters for the periodic stats line and, later, SHOW POOLS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolCounts {
+    pub idle: u32,
+    pub open: u32,
+    pub waiting: u32,
+}
+
+impl Pool {
+    pub fn new(
+        key: PoolKey,
+        target: ServerTarget,
+        settings: PoolSettings,
+        credential: ServerCredential,
+    ) -> Rc<Pool> {
+        let address = Rc::new(target.address.clone());
+        Rc::new(Pool {
+            key,
+            target,
+            address,
+            settings: RefCell::new(settings),
+            credential: RefCell::new(credential),
+            idle: RefCell::new(Vec::new()),
+            open: Cell::new(0),
+            waiters: RefCell::new(VecDeque::new()),
+            welcome: RefCell::new(None),
+        })
+    }
+
+    pub fn mode(&self) -> PoolMode {
+        self.settings.borrow().mode
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        PoolCounts {
+            idle: self.idle.borrow().len() as u32,
+            open: self.open.get(),
+            waiting: self.waiters.borrow().len() as u32,
+        }
+    }
+
+    /// Replaces the secret used for new server logins (a password from a reload, or SCRAM
+    /// keys recovered from a client's proof).
+    pub fn set_credential(&self, credential: ServerCredential) {
+        *self.credential.borrow_mut() = credential;
+    }
+
+    pub fn has_credential(&self) -> bool {
+        !matches!(*self.credential.borrow(), ServerCredential::None)
+    }
+
+    pub fn welcome_params(&self) -> Option<Vec<(String, String)>> {
+        self.welcome.borrow().clone()
+    }
+
+    /// Gets a server connection: an idle one, a new one, or the next one released.
+    pub async fn acquire(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
+        let started = Instant::now();
+        loop {
+            if let Some(conn) = self.take_idle().await {
+                return Ok(conn);
+            }
+            let (size, reserve, reserve_timeout, wait_timeout) = {
+                let s = self.settings.borrow();
+                (
+                    s.size,
+                    s.reserve_size,
+                    s.reserve_timeout,
+                    s.query_wait_timeout,
+                )
+            };
+            let waited = started.elapsed();
+            let reserve_open = reserve > 0 && waited >= reserve_timeout;
+            let limit = if reserve_open { size + reserve } else { size };
+            if self.open.get() < limit {
+                return self.open_new().await;
+            }
+            // Wait for a release; wake early to try the reserve pool.
+            let remaining = if wait_timeout.is_zero() {
+                None
+            } else {
+                match wait_timeout.checked_sub(waited) {
+                    Some(d) if !d.is_zero() => Some(d),
+                    _ => return Err(wait_timeout_error()),
+                }
+            };
+            let nap = match (remaining, reserve > 0 && !reserve_open) {
+                (Some(r), true) => Some(
+                    r.min(
+                        reserve_timeout
+                            .saturating_sub(waited)
+                            .max(Duration::from_millis(1)),
+                    ),
+                ),
+                (Some(r), false) => Some(r),
+                (None, true) => Some(
+                    reserve_timeout
+                        .saturating_sub(waited)
+                        .max(Duration::from_millis(1)),
+                ),
+                (None, false) => None,
+            };
+            let (tx, rx) = oneshot::channel();
+            self.waiters.borrow_mut().push_back(tx);
+            let got = futures_lite::future::or(async { Some(rx.await) }, async {
+                crate::timeout::deadline(nap).await;
+                None
+            })
+            .await;
+            match got {
+                Some(Ok(conn)) => return Ok(conn),
+                // A slot was freed (a connection closed): loop and open one.
+                Some(Err(_canceled)) => continue,
+                None => {
+                    if !wait_timeout.is_zero() && started.elapsed() >= wait_timeout {
+                        return Err(wait_timeout_error());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pops an idle connection that is still fit for use.
+    async fn take_idle(self: &Rc<Self>) -> Option<ServerConn> {
+        loop {
+            let mut conn = self.idle.borrow_mut().pop()?;
+            let (lifetime, idle_timeout, check_delay, check_query, max_message) = {
+                let s = self.settings.borrow();
+                (
+                    s.server_lifetime,
+                    s.server_idle_timeout,
+                    s.server_check_delay,
+                    s.server_check_query.clone(),
+                    s.connect.max_message,
+                )
+            };
+            let now = Instant::now();
+            let idle_for = now.saturating_duration_since(conn.last_used.get());
+            if (!lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime)
+                || (!idle_timeout.is_zero() && idle_for >= idle_timeout)
+            {
+                self.discard(conn);
+                continue;
+            }
+            if !check_query.is_empty() && idle_for >= check_delay {
+                if let Err(e) = conn.run_internal(&check_query, max_message).await {
+                    log::warn!(
+                        "{}/{}: server check failed, closing the connection: {e}",
+                        self.key.database,
+                        self.key.user
+                    );
+                    self.discard(conn);
+                    continue;
+                }
+                conn.last_used.set(Instant::now());
+            }
+            return Some(conn);
+        }
+    }
+
+    async fn open_new(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
+        self.open.set(self.open.get() + 1);
+        let credential = self.credential.borrow().clone();
+        let opts = self.settings.borrow().connect;
+        match server::connect(&self.target, self.address.clone(), &credential, opts).await {
+            Ok(conn) => {
+                if self.welcome.borrow().is_none() {
+                    *self.welcome.borrow_mut() = Some(conn.params.clone());
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                self.slot_freed();
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns a connection that is quiet (no transaction, nothing owed).
+    pub fn release(&self, conn: ServerConn) {
+        conn.last_used.set(Instant::now());
+        let lifetime = self.settings.borrow().server_lifetime;
+        if !lifetime.is_zero() && conn.created.elapsed() >= lifetime {
+            self.discard(conn);
+            return;
+        }
+        if self.open.get() > self.settings.borrow().size + self.settings.borrow().reserve_size {
+            // The pool shrank on reload.
+            self.discard(conn);
+            return;
+        }
+        let mut conn = conn;
+        loop {
+            let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
+                break;
+            };
+            match waiter.send(conn) {
+                Ok(()) => return,
+                Err(back) => conn = back,
+            }
+        }
+        self.idle.borrow_mut().push(conn);
+    }
+
+    /// Closes a connection that must not be reused (broken, mid-transaction, too old).
+    pub fn discard(&self, conn: ServerConn) {
+        drop(conn);
+        self.slot_freed();
+    }
+
+    /// A connection slot became free: let the first waiter open a new connection.
+    fn slot_freed(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        // Dropping the sender wakes the waiter with `Canceled`, which means "try again".
+        while let Some(waiter) = self.waiters.borrow_mut().pop_front() {
+            if !waiter.is_canceled() {
+                drop(waiter);
+                break;
+            }
+        }
+    }
+
+    /// Closes idle connections past `server_idle_timeout` or `server_lifetime` and returns
+    /// how many more connections are needed to reach `min_pool_size`.
+    pub fn maintain(&self) -> u32 {
+        let (lifetime, idle_timeout, min) = {
+            let s = self.settings.borrow();
+            (s.server_lifetime, s.server_idle_timeout, s.min_size)
+        };
+        let now = Instant::now();
+        let mut idle = self.idle.borrow_mut();
+        let before = idle.len();
+        let open_before = self.open.get();
+        let mut kept = Vec::with_capacity(before);
+        let mut closed = 0;
+        for conn in idle.drain(..) {
+            let too_old =
+                !lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime;
+            let too_idle = !idle_timeout.is_zero()
+                && now.saturating_duration_since(conn.last_used.get()) >= idle_timeout
+                && open_before - closed > min;
+            if too_old || too_idle {
+                closed += 1;
+            } else {
+                kept.push(conn);
+            }
+        }
+        *idle = kept;
+        drop(idle);
+        for _ in 0..closed {
+            self.slot_freed();
+        }
+        min.saturating_sub(self.open.get())
+    }
+
+    /// Opens one connection and parks it idle (for `min_pool_size`).
+    pub async fn prefill_one(self: &Rc<Self>) -> Result<(), SessionError> {
+        let conn = self.open_new().await?;
+        self.release(conn);
+        Ok(())
+    }
+
+    /// Closes every idle connection (shutdown, or a database entry that changed).
+    pub fn close_idle(&self) {
+        let drained: Vec<_> = self.idle.borrow_mut().drain(..).collect();
+        for conn in drained {
+            self.discard(conn);
+        }
+    }
+
+    pub fn address(&self) -> &Rc<ServerAddress> {
+        &self.address
+    }
+}
+
+fn wait_timeout_error() -> SessionError {
+    SessionError::new(
+        Fault::Limit,
+        sqlstate::CANNOT_CONNECT_NOW,
+        "query_wait_timeout: no server connection became available in time",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_share;
+
+    #[test]
+    fn shares_add_up_to_the_limit_when_it_is_at_least_the_shard_count() {
+        for shards in 1..8 {
+            for limit in shards as u32..50 {
+                let total: u32 = (0..shards).map(|s| shard_share(limit, shards, s)).sum();
+                assert_eq!(total, limit, "limit {limit} over {shards} shards");
+            }
+        }
+    }
+
+    #[test]
+    fn every_shard_gets_at_least_one_of_a_small_limit() {
+        assert_eq!(shard_share(1, 4, 3), 1);
+        assert_eq!(shard_share(0, 4, 0), 0);
+    }
+}

@@ -1,0 +1,475 @@
+//! Server connections: opening one, logging in to PostgreSQL, and running pgring's own
+//! queries on it (parameter alignment, `server_reset_query`, `server_check_query`).
+//!
+//! The login is a loop over the server's Authentication requests; the SCRAM and md5
+//! arithmetic lives in [`crate::auth`]. A [`ServerConn`] carries its read buffer and
+//! framer with it, so a message split across two reads survives a change of client.
+
+use std::cell::Cell;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::AsyncWriteExt;
+use glommio::net::UnixStream;
+
+use crate::auth::md5;
+use crate::auth::scram::{ScramClient, ScramCredential};
+use crate::buffer::ReadBuf;
+use crate::config::ServerAddress;
+use crate::error::{Fault, SessionError};
+use crate::net::{self, Keepalive, Stream};
+use crate::protocol::backend::{self, Authentication};
+use crate::protocol::framing::{Framer, Step};
+use crate::protocol::startup::CancelKey;
+use crate::protocol::{frontend, tag, TxStatus};
+
+/// The largest message pgring reads whole from a server during login or its own queries.
+const SERVER_INSPECT_CEILING: usize = 1024 * 1024;
+
+/// The secret pgring logs in to PostgreSQL with.
+#[derive(Clone)]
+pub enum ServerCredential {
+    /// Nothing known: only trust (or peer) logins can work.
+    None,
+    Password(String),
+    /// `md5…` as stored by PostgreSQL: enough for md5 logins.
+    Md5Secret(String),
+    /// Keys recovered from a client's SCRAM proof: enough for SCRAM logins.
+    ScramKeys {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for ServerCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerCredential::None => "None",
+            ServerCredential::Password(_) => "Password(<redacted>)",
+            ServerCredential::Md5Secret(_) => "Md5Secret(<redacted>)",
+            ServerCredential::ScramKeys { .. } => "ScramKeys(<redacted>)",
+        })
+    }
+}
+
+/// Where and as whom a pool's server connections log in.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub address: ServerAddress,
+    pub dbname: String,
+    pub user: String,
+    pub startup_parameters: Vec<(String, String)>,
+}
+
+/// One logged-in connection to PostgreSQL.
+pub struct ServerConn {
+    pub stream: Stream,
+    pub rbuf: ReadBuf,
+    pub framer: Framer,
+    /// The backend's own cancel key.
+    pub backend_key: CancelKey,
+    /// The server's current reported parameters (ParameterStatus).
+    pub params: Vec<(String, String)>,
+    pub created: Instant,
+    pub last_used: Cell<Instant>,
+    /// Where it is, for sending cancel requests.
+    pub address: Rc<ServerAddress>,
+}
+
+impl ServerConn {
+    /// The current value of a reported parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_param(&mut self, name: &str, value: &str) {
+        set_param(&mut self.params, name, value);
+    }
+
+    /// Runs a simple query of pgring's own and swallows its results, keeping the
+    /// parameters the server reports. An ErrorResponse becomes `Err`, after the server
+    /// is ready again.
+    pub async fn run_internal(
+        &mut self,
+        sql: &str,
+        max_message: usize,
+    ) -> Result<(), SessionError> {
+        let mut out = BytesMut::new();
+        frontend::query(&mut out, sql);
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(SessionError::server_io)?;
+        let mut error = None;
+        loop {
+            let (msg_tag, body, len) = self.read_message(max_message).await?;
+            match msg_tag {
+                tag::PARAMETER_STATUS => {
+                    let (name, value) = backend::parse_parameter_status(&body)
+                        .map_err(SessionError::server_protocol)?;
+                    set_param(&mut self.params, name, value);
+                }
+                tag::ERROR_RESPONSE => {
+                    error.get_or_insert(backend::parse_error_response(&body));
+                }
+                tag::READY_FOR_QUERY => {
+                    let status = backend::parse_ready_for_query(&body)
+                        .map_err(SessionError::server_protocol)?;
+                    let _ = len;
+                    return match (error, status) {
+                        (Some(e), _) => Err(SessionError::new(
+                            Fault::Server,
+                            &e.code,
+                            format!("{}: {}", sql_head(sql), e.message),
+                        )),
+                        (None, TxStatus::Idle) => Ok(()),
+                        (None, _) => Err(SessionError::new(
+                            Fault::Server,
+                            crate::protocol::sqlstate::INTERNAL_ERROR,
+                            format!("{} left the server in a transaction", sql_head(sql)),
+                        )),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole message (login and internal queries only).
+    async fn read_message(
+        &mut self,
+        max_message: usize,
+    ) -> Result<(u8, Vec<u8>, usize), SessionError> {
+        loop {
+            match self
+                .framer
+                .step(self.rbuf.data(), |_| true)
+                .map_err(SessionError::server_protocol)?
+            {
+                Step::Message { tag, body, len } => {
+                    let owned = (tag, body.to_vec(), len);
+                    self.rbuf.consume(len);
+                    return Ok(owned);
+                }
+                Step::Partial { .. } => unreachable!("inspect is always true here"),
+                Step::NeedMore => {}
+            }
+            let _ = max_message;
+            let n = self
+                .rbuf
+                .fill(&mut self.stream)
+                .await
+                .map_err(SessionError::server_io)?;
+            if n == 0 {
+                return Err(SessionError::server_closed());
+            }
+        }
+    }
+}
+
+fn sql_head(sql: &str) -> &str {
+    sql.split_whitespace().next().unwrap_or("query")
+}
+
+pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match params.iter_mut().find(|(n, _)| n == name) {
+        Some((_, v)) => {
+            v.clear();
+            v.push_str(value);
+        }
+        None => params.push((name.to_owned(), value.to_owned())),
+    }
+}
+
+/// Settings a connection attempt needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    pub connect_timeout: Duration,
+    pub keepalive: Keepalive,
+    pub max_message: usize,
+}
+
+/// Opens a transport connection to `address`.
+pub async fn open_stream(address: &ServerAddress, opts: ConnectOptions) -> io::Result<Stream> {
+    match address {
+        ServerAddress::Tcp { host, port } => {
+            let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs()?.collect();
+            let mut last_err = io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("host \"{host}\" has no address"),
+            );
+            for addr in addrs {
+                match net::connect_tcp(addr, opts.connect_timeout, opts.keepalive).await {
+                    Ok(s) => return Ok(Stream::Tcp(s)),
+                    Err(e) => last_err = e,
+                }
+            }
+            Err(last_err)
+        }
+        ServerAddress::Unix { dir, port } => {
+            let path = net::unix_socket_path(dir, *port);
+            let connect = UnixStream::connect(path);
+            let stream = if opts.connect_timeout.is_zero() {
+                connect.await.map_err(io::Error::from)?
+            } else {
+                crate::timeout::with_timeout(opts.connect_timeout, connect)
+                    .await
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+                    .map_err(io::Error::from)?
+            };
+            Ok(Stream::Unix(stream))
+        }
+    }
+}
+
+/// Connects and logs in; returns a connection that is ready for queries.
+pub async fn connect(
+    target: &ServerTarget,
+    address: Rc<ServerAddress>,
+    credential: &ServerCredential,
+    opts: ConnectOptions,
+) -> Result<ServerConn, SessionError> {
+    let login = async {
+        let stream = open_stream(&target.address, opts)
+            .await
+            .map_err(|e| SessionError::server_connect(&target.address, e))?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: ReadBuf::new(crate::buffer::INITIAL_READ_BUF, SERVER_INSPECT_CEILING),
+            framer: Framer::new(opts.max_message),
+            backend_key: CancelKey {
+                process_id: 0,
+                secret_key: 0,
+            },
+            params: Vec::new(),
+            created: Instant::now(),
+            last_used: Cell::new(Instant::now()),
+            address,
+        };
+        login(&mut conn, target, credential, opts.max_message).await?;
+        Ok(conn)
+    };
+    if opts.connect_timeout.is_zero() {
+        login.await
+    } else {
+        crate::timeout::with_timeout(opts.connect_timeout, login)
+            .await
+            .unwrap_or_else(|| {
+                Err(SessionError::new(
+                    Fault::Server,
+                    crate::protocol::sqlstate::CONNECTION_FAILURE,
+                    format!(
+                        "server connection to {} timed out (server_connect_timeout)",
+                        describe(&target.address)
+                    ),
+                ))
+            })
+    }
+}
+
+pub fn describe(address: &ServerAddress) -> String {
+    match address {
+        ServerAddress::Tcp { host, port } => format!("{host}:{port}"),
+        ServerAddress::Unix { dir, port } => {
+            net::unix_socket_path(dir, *port).display().to_string()
+        }
+    }
+}
+
+async fn login(
+    conn: &mut ServerConn,
+    target: &ServerTarget,
+    credential: &ServerCredential,
+    max_message: usize,
+) -> Result<(), SessionError> {
+    let mut out = BytesMut::new();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("user", target.user.as_str()),
+        ("database", target.dbname.as_str()),
+    ];
+    params.extend(
+        target
+            .startup_parameters
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    frontend::startup_message(&mut out, params);
+    conn.stream
+        .write_all(&out)
+        .await
+        .map_err(SessionError::server_io)?;
+    let mut scram: Option<ScramState> = None;
+    loop {
+        let (msg_tag, body, _) = conn.read_message(max_message).await?;
+        out.clear();
+        match msg_tag {
+            tag::AUTHENTICATION => {
+                let auth =
+                    backend::parse_authentication(&body).map_err(SessionError::server_protocol)?;
+                answer_auth(auth, target, credential, &mut scram, &mut out)?;
+                if !out.is_empty() {
+                    conn.stream
+                        .write_all(&out)
+                        .await
+                        .map_err(SessionError::server_io)?;
+                }
+            }
+            tag::PARAMETER_STATUS => {
+                let (name, value) = backend::parse_parameter_status(&body)
+                    .map_err(SessionError::server_protocol)?;
+                set_param(&mut conn.params, name, value);
+            }
+            tag::BACKEND_KEY_DATA => {
+                conn.backend_key = backend::parse_backend_key_data(&body)
+                    .map_err(SessionError::server_protocol)?;
+            }
+            tag::READY_FOR_QUERY => return Ok(()),
+            tag::ERROR_RESPONSE => {
+                let e = backend::parse_error_response(&body);
+                return Err(SessionError::new(
+                    Fault::Server,
+                    &e.code,
+                    format!("server login failed: {}", e.message),
+                ));
+            }
+            tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION => {}
+            other => {
+                return Err(SessionError::server_protocol(
+                    crate::protocol::ProtocolError::Unexpected {
+                        tag: other,
+                        state: "server login",
+                    },
+                ))
+            }
+        }
+    }
+}
+
+enum ScramState {
+    Started(ScramClient),
+    Final(crate::auth::scram::ScramClientFinal),
+    Done,
+}
+
+fn answer_auth(
+    auth: Authentication<'_>,
+    target: &ServerTarget,
+    credential: &ServerCredential,
+    scram: &mut Option<ScramState>,
+    out: &mut BytesMut,
+) -> Result<(), SessionError> {
+    let missing = |what: &str| {
+        SessionError::new(
+            Fault::Config,
+            crate::protocol::sqlstate::INVALID_PASSWORD,
+            format!(
+                "server login failed: the server asked for {what} for user \"{}\" and pgring has no usable secret for it (set it in auth_file or the database entry)",
+                target.user
+            ),
+        )
+    };
+    match auth {
+        Authentication::Ok => {}
+        Authentication::CleartextPassword => match credential {
+            ServerCredential::Password(p) => frontend::password_message(out, p.as_bytes()),
+            _ => return Err(missing("a cleartext password")),
+        },
+        Authentication::Md5Password { salt } => {
+            let secret = match credential {
+                ServerCredential::Password(p) => md5::md5_secret(&target.user, p),
+                ServerCredential::Md5Secret(s) => s.clone(),
+                _ => return Err(missing("an md5 password")),
+            };
+            frontend::password_message(out, md5::md5_response(&secret, salt).as_bytes());
+        }
+        Authentication::Sasl { mechanisms } => {
+            if !mechanisms.contains(&"SCRAM-SHA-256") {
+                return Err(SessionError::new(
+                    Fault::Server,
+                    crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("server login failed: no supported SASL mechanism in {mechanisms:?}"),
+                ));
+            }
+            let cred = match credential {
+                ServerCredential::Password(p) => ScramCredential::Password(p.clone()),
+                ServerCredential::ScramKeys {
+                    client_key,
+                    server_key,
+                } => ScramCredential::Keys {
+                    client_key: *client_key,
+                    server_key: Some(*server_key),
+                },
+                _ => return Err(missing("a SCRAM-SHA-256 login")),
+            };
+            let nonce = crate::auth::scram::random_nonce();
+            let (client, first) =
+                ScramClient::new(cred, &nonce).map_err(|e| scram_error(e.to_string()))?;
+            frontend::sasl_initial_response(out, "SCRAM-SHA-256", &first);
+            *scram = Some(ScramState::Started(client));
+        }
+        Authentication::SaslContinue { data } => match scram.take() {
+            Some(ScramState::Started(client)) => {
+                let (next, client_final) = client
+                    .handle_server_first(data)
+                    .map_err(|e| scram_error(e.to_string()))?;
+                frontend::sasl_response(out, &client_final);
+                *scram = Some(ScramState::Final(next));
+            }
+            _ => return Err(scram_error("unexpected SASLContinue".into())),
+        },
+        Authentication::SaslFinal { data } => match scram.take() {
+            Some(ScramState::Final(client)) => {
+                client
+                    .finish(data)
+                    .map_err(|e| scram_error(e.to_string()))?;
+                *scram = Some(ScramState::Done);
+            }
+            _ => return Err(scram_error("unexpected SASLFinal".into())),
+        },
+        Authentication::Unsupported { code } => {
+            return Err(SessionError::new(
+                Fault::Server,
+                crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "server login failed: authentication method {code} is not supported by pgring"
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn scram_error(msg: String) -> SessionError {
+    SessionError::new(
+        Fault::Server,
+        crate::protocol::sqlstate::INVALID_PASSWORD,
+        format!("server login failed: SCRAM exchange with the server failed: {msg}"),
+    )
+}
+
+/// Sends a CancelRequest for `key` on a fresh connection to `address`.
+pub async fn send_cancel(
+    address: &ServerAddress,
+    key: CancelKey,
+    opts: ConnectOptions,
+) -> io::Result<()> {
+    let mut stream = open_stream(address, opts).await?;
+    let mut out = BytesMut::new();
+    frontend::cancel_request(&mut out, key);
+    stream.write_all(&out).await?;
+    // PostgreSQL closes the connection when done; wait for that so that the cancel has been
+    // read before we drop the socket.
+    let mut scratch = [0u8; 16];
+    let _ = crate::timeout::with_timeout(
+        Duration::from_secs(5),
+        futures_lite::AsyncReadExt::read(&mut stream, &mut scratch),
+    )
+    .await;
+    Ok(())
+}

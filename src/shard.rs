@@ -1,0 +1,513 @@
+//! A shard: one executor pinned to one core, owning its listeners, client sessions and
+//! pools.
+//!
+//! ```text
+//!            ┌──────────────── shard i (glommio executor on core i) ───────────────┐
+//!   TCP ────►│ accept loop (SO_REUSEPORT) ──► client::serve ──► Pool (db, user)    │
+//!   Unix ───►│ (shard 0 accepts, hands every n-th client to shard n over the mesh) │
+//!            │ control tick: reload, shutdown, pool upkeep, stats                   │
+//!            └──────── mesh: CancelRequest keys, Unix clients ─────────────────────┘
+//! ```
+//!
+//! Invariant: nothing in a shard is shared with another thread except [`Shared`], which
+//! holds immutable snapshots behind atomic pointers (config, auth table) and counters.
+//! Everything else crosses shards as a [`ShardMsg`].
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::net::{AcceptedUnixStream, TcpListener, UnixListener};
+use glommio::Task;
+
+use crate::auth::table::AuthTable;
+use crate::cancel::CancelRegistry;
+use crate::client::{self, Peer};
+use crate::config::{Config, DatabaseConfig};
+use crate::error::{Fault, SessionError};
+use crate::net::{self, Keepalive, Stream};
+use crate::pool::{shard_share, Pool, PoolKey, PoolSettings};
+use crate::protocol::sqlstate;
+use crate::protocol::startup::CancelKey;
+use crate::server::{ConnectOptions, ServerCredential, ServerTarget};
+
+/// How often a shard looks at reload/shutdown flags and tends its pools.
+const CONTROL_TICK: Duration = Duration::from_millis(100);
+
+/// Messages between shards.
+pub enum ShardMsg {
+    /// A CancelRequest whose key names the receiving shard.
+    Cancel(CancelKey),
+    /// A Unix-socket client accepted by shard 0 for the receiving shard to serve.
+    UnixClient(AcceptedUnixStream),
+}
+
+/// Per-shard counters, written by the shard and read by the main thread's stats line.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub transactions: AtomicU64,
+    pub queries: AtomicU64,
+    pub servers: AtomicU32,
+    pub waiting: AtomicU32,
+}
+
+/// What all shards share: immutable snapshots swapped atomically, and counters.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub auth: ArcSwap<AuthTable>,
+    /// Bumped after every successful reload.
+    generation: AtomicU64,
+    clients: AtomicU32,
+    shutdown: AtomicBool,
+    pub stats: Vec<ShardStats>,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, auth: Arc<AuthTable>, shards: usize) -> Shared {
+        Shared {
+            config: ArcSwap::new(config),
+            auth: ArcSwap::new(auth),
+            generation: AtomicU64::new(0),
+            clients: AtomicU32::new(0),
+            shutdown: AtomicBool::new(false),
+            stats: (0..shards).map(|_| ShardStats::default()).collect(),
+        }
+    }
+
+    /// Publishes a new configuration and auth table to every shard.
+    pub fn reload(&self, config: Arc<Config>, auth: Arc<AuthTable>) {
+        self.config.store(config);
+        self.auth.store(auth);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+    }
+
+    pub fn client_count(&self) -> u32 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new client if the total across shards is below `max`.
+    pub fn admit_client(&self, max: u32) -> bool {
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release_client(&self) {
+        self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub shared: Arc<Shared>,
+    config: RefCell<Arc<Config>>,
+    seen_generation: Cell<u64>,
+    pools: RefCell<HashMap<PoolKey, Rc<Pool>>>,
+    pub cancel: CancelRegistry,
+    peers: OnceCell<Senders<ShardMsg>>,
+    shutting_down: Cell<bool>,
+    pub transactions: Cell<u64>,
+    pub queries: Cell<u64>,
+}
+
+impl Shard {
+    pub fn new(id: usize, count: usize, shared: Arc<Shared>) -> Rc<Shard> {
+        let config = shared.config.load_full();
+        Rc::new(Shard {
+            id,
+            count,
+            shared,
+            config: RefCell::new(config),
+            seen_generation: Cell::new(0),
+            pools: RefCell::new(HashMap::new()),
+            cancel: CancelRegistry::new(id),
+            peers: OnceCell::new(),
+            shutting_down: Cell::new(false),
+            transactions: Cell::new(0),
+            queries: Cell::new(0),
+        })
+    }
+
+    /// The configuration snapshot new work should use.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    pub fn connect_options(&self) -> ConnectOptions {
+        let config = self.config.borrow();
+        ConnectOptions {
+            connect_timeout: config.pooler.server_connect_timeout,
+            keepalive: Keepalive::from_config(&config.pooler),
+            max_message: config.pooler.max_packet_size as usize,
+        }
+    }
+
+    /// Sends a message to another shard (dropped if that shard is gone).
+    pub async fn send_to(&self, shard: usize, msg: ShardMsg) {
+        if let Some(peers) = self.peers.get() {
+            if peers.send_to(shard, msg).await.is_err() {
+                log::debug!("shard {shard} is gone; message dropped");
+            }
+        }
+    }
+
+    /// The pool for a client's (database, user), created on first use.
+    pub fn pool_for(
+        &self,
+        database: &str,
+        user: &str,
+        db: &DatabaseConfig,
+    ) -> Result<Rc<Pool>, SessionError> {
+        let key = PoolKey {
+            database: database.to_owned(),
+            user: user.to_owned(),
+        };
+        if let Some(pool) = self.pools.borrow().get(&key) {
+            return Ok(pool.clone());
+        }
+        let config = self.config();
+        let target = ServerTarget {
+            address: db.address.clone(),
+            dbname: db.dbname.clone().unwrap_or_else(|| database.to_owned()),
+            user: db.user.clone().unwrap_or_else(|| user.to_owned()),
+            startup_parameters: db.startup_parameters.clone(),
+        };
+        if target.user.is_empty() {
+            return Err(SessionError::new(
+                Fault::Config,
+                sqlstate::INVALID_AUTHORIZATION,
+                "empty server user",
+            ));
+        }
+        let credential = self.credential_for(db, &target.user);
+        let settings = self.pool_settings(&config, db, user);
+        let pool = Pool::new(key.clone(), target, settings, credential);
+        self.pools.borrow_mut().insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    /// The secret for server logins: the database entry's password for a forced user,
+    /// else what the auth table knows.
+    fn credential_for(&self, db: &DatabaseConfig, server_user: &str) -> ServerCredential {
+        if db.user.is_some() {
+            if let Some(p) = &db.password {
+                return ServerCredential::Password(p.clone());
+            }
+        }
+        let auth = self.shared.auth.load();
+        match auth.get(server_user) {
+            Some(u) if u.password().is_some() => {
+                ServerCredential::Password(u.password().unwrap_or_default().to_owned())
+            }
+            Some(u) if u.md5_secret().is_some() => {
+                ServerCredential::Md5Secret(u.md5_secret().unwrap_or_default().to_owned())
+            }
+            _ => match &db.password {
+                Some(p) => ServerCredential::Password(p.clone()),
+                None => ServerCredential::None,
+            },
+        }
+    }
+
+    fn pool_settings(&self, config: &Config, db: &DatabaseConfig, user: &str) -> PoolSettings {
+        let p = &config.pooler;
+        let share = |limit: u32| shard_share(limit, self.count, self.id);
+        PoolSettings {
+            mode: config.pool_mode(db, user),
+            size: share(config.pool_size(db, user)),
+            min_size: db
+                .min_pool_size
+                .unwrap_or(p.min_pool_size)
+                .min(config.pool_size(db, user))
+                / self.count.max(1) as u32,
+            reserve_size: if db.reserve_pool_size.unwrap_or(p.reserve_pool_size) == 0 {
+                0
+            } else {
+                share(db.reserve_pool_size.unwrap_or(p.reserve_pool_size))
+            },
+            reserve_timeout: p.reserve_pool_timeout,
+            query_wait_timeout: p.query_wait_timeout,
+            server_lifetime: p.server_lifetime,
+            server_idle_timeout: p.server_idle_timeout,
+            server_check_delay: p.server_check_delay,
+            server_check_query: p.server_check_query.clone(),
+            connect: ConnectOptions {
+                connect_timeout: p.server_connect_timeout,
+                keepalive: Keepalive::from_config(p),
+                max_message: p.max_packet_size as usize,
+            },
+        }
+    }
+
+    /// Picks up a new config/auth snapshot: pools get their new sizes and secrets.
+    fn apply_reload(&self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation == self.seen_generation.get() {
+            return;
+        }
+        self.seen_generation.set(generation);
+        let config = self.shared.config.load_full();
+        *self.config.borrow_mut() = config.clone();
+        for pool in self.pools.borrow().values() {
+            if let Some(db) = config.database(&pool.key.database) {
+                *pool.settings.borrow_mut() = self.pool_settings(&config, db, &pool.key.user);
+                let credential = self.credential_for(db, &pool.target.user);
+                if !matches!(credential, ServerCredential::None) {
+                    pool.set_credential(credential);
+                }
+            }
+        }
+        if self.id == 0 {
+            log::info!("configuration reloaded");
+        }
+    }
+
+    /// Pool upkeep: close stale idle servers, top up to min_pool_size, publish counters.
+    fn tend_pools(self: &Rc<Self>) {
+        let mut servers = 0;
+        let mut waiting = 0;
+        let pools: Vec<Rc<Pool>> = self.pools.borrow().values().cloned().collect();
+        for pool in pools {
+            let missing = pool.maintain();
+            let counts = pool.counts();
+            servers += counts.open;
+            waiting += counts.waiting;
+            if missing > 0 && !self.is_shutting_down() && pool.has_credential() {
+                let pool = pool.clone();
+                glommio::spawn_local(async move {
+                    for _ in 0..missing {
+                        if let Err(e) = pool.prefill_one().await {
+                            log::warn!(
+                                "{}/{}: min_pool_size: {e}",
+                                pool.key.database,
+                                pool.key.user
+                            );
+                            break;
+                        }
+                    }
+                })
+                .detach();
+            }
+        }
+        let stats = &self.shared.stats[self.id];
+        stats.servers.store(servers, Ordering::Relaxed);
+        stats.waiting.store(waiting, Ordering::Relaxed);
+        stats
+            .transactions
+            .store(self.transactions.get(), Ordering::Relaxed);
+        stats.queries.store(self.queries.get(), Ordering::Relaxed);
+    }
+
+    fn close_idle_servers(&self) {
+        for pool in self.pools.borrow().values() {
+            pool.close_idle();
+        }
+    }
+}
+
+/// Listeners a shard serves.
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub unix: Option<UnixListener>,
+}
+
+/// Binds this shard's listeners: TCP on every shard (SO_REUSEPORT), the Unix socket on
+/// shard 0 only (Unix sockets cannot be shared that way).
+pub fn bind(shard_id: usize, config: &Config) -> Result<Listeners, String> {
+    let p = &config.pooler;
+    let tcp =
+        if p.listen_addr.is_empty() {
+            None
+        } else {
+            let addr = resolve_listen(&p.listen_addr, p.listen_port)?;
+            Some(net::bind_tcp(addr, 1024).map_err(|e| {
+                format!("could not listen on {addr} (listen_addr, listen_port): {e}")
+            })?)
+        };
+    let unix = match (&p.unix_socket_dir, shard_id) {
+        (Some(dir), 0) => {
+            let path = net::unix_socket_path(dir, p.listen_port);
+            if path.exists() {
+                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                    return Err(format!(
+                        "{}: another server is already listening on this socket (unix_socket_dir)",
+                        path.display()
+                    ));
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+            Some(UnixListener::bind(&path).map_err(|e| {
+                format!(
+                    "could not listen on {} (unix_socket_dir): {e}",
+                    path.display()
+                )
+            })?)
+        }
+        _ => None,
+    };
+    Ok(Listeners { tcp, unix })
+}
+
+fn resolve_listen(addr: &str, port: u16) -> Result<std::net::SocketAddr, String> {
+    let host = if addr == "*" { "0.0.0.0" } else { addr };
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("listen_addr \"{addr}\": {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen_addr \"{addr}\" has no address"))
+}
+
+/// Runs a shard until shutdown. `ready` is told once the listeners are bound.
+pub async fn run(
+    shard: Rc<Shard>,
+    mesh: Option<MeshBuilder<ShardMsg, Full>>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let listeners = match bind(shard.id, &shard.config()) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut tasks: Vec<Task<()>> = Vec::new();
+    if let Some(mesh) = mesh {
+        match mesh.join().await {
+            Ok((senders, receivers)) => {
+                let _ = shard.peers.set(senders);
+                tasks.extend(spawn_mesh_receivers(&shard, receivers));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("could not join the shard mesh: {e}")));
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(()));
+    if let Some(tcp) = listeners.tcp {
+        tasks.push(glommio::spawn_local(accept_tcp(shard.clone(), tcp)));
+    }
+    if let Some(unix) = listeners.unix {
+        tasks.push(glommio::spawn_local(accept_unix(shard.clone(), unix)));
+    }
+
+    // Control loop.
+    loop {
+        glommio::timer::sleep(CONTROL_TICK).await;
+        shard.apply_reload();
+        shard.tend_pools();
+        if shard.shared.shutdown.load(Ordering::Acquire) && !shard.is_shutting_down() {
+            shard.shutting_down.set(true);
+            // Stop accepting; idle clients are closed, busy ones finish their transaction.
+            tasks.retain(|_| false);
+            shard.cancel.signal_shutdown();
+        }
+        if shard.is_shutting_down() && shard.cancel.is_empty() && shard.shared.client_count() == 0 {
+            break;
+        }
+        if shard.is_shutting_down() {
+            shard.cancel.signal_shutdown();
+        }
+    }
+    shard.close_idle_servers();
+}
+
+fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -> Vec<Task<()>> {
+    receivers
+        .streams()
+        .into_iter()
+        .map(|(_, stream)| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                use futures_lite::StreamExt;
+                let mut stream = stream;
+                while let Some(msg) = stream.next().await {
+                    match msg {
+                        ShardMsg::Cancel(key) => {
+                            let shard = shard.clone();
+                            glommio::spawn_local(async move {
+                                crate::cancel::cancel_local(&shard, key).await
+                            })
+                            .detach();
+                        }
+                        ShardMsg::UnixClient(accepted) => {
+                            let stream = accepted.bind_to_executor();
+                            glommio::spawn_local(client::serve(
+                                shard.clone(),
+                                Stream::Unix(stream),
+                                Peer::Unix,
+                            ))
+                            .detach();
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn accept_tcp(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let keepalive = Keepalive::from_config(&shard.config().pooler);
+                if let Err(e) = net::configure_stream(&stream, keepalive) {
+                    log::warn!("could not set socket options on a client connection: {e}");
+                }
+                let peer = stream.peer_addr().map(Peer::Tcp).unwrap_or(Peer::Unix);
+                glommio::spawn_local(client::serve(shard.clone(), Stream::Tcp(stream), peer))
+                    .detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_unix(shard: Rc<Shard>, listener: UnixListener) {
+    let mut next = 0usize;
+    loop {
+        match listener.shared_accept().await {
+            Ok(accepted) => {
+                // Spread Unix clients round-robin over the shards.
+                let target = next % shard.count;
+                next = next.wrapping_add(1);
+                if target == shard.id || shard.peers.get().is_none() {
+                    let stream = accepted.bind_to_executor();
+                    glommio::spawn_local(client::serve(
+                        shard.clone(),
+                        Stream::Unix(stream),
+                        Peer::Unix,
+                    ))
+                    .detach();
+                } else {
+                    shard.send_to(target, ShardMsg::UnixClient(accepted)).await;
+                }
+            }
+            Err(e) => {
+                log::warn!("accept on the Unix socket failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
