@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{psql_cmd, PgCluster};
+use support::{pgbench_cmd, psql_cmd, PgCluster};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -118,4 +118,25 @@ fn two_clusters_in_parallel_and_drop_cleans_up() {
     );
     // The other one is unaffected.
     assert_eq!(b.psql("SELECT 2").trim(), "2");
+}
+
+#[test]
+fn pgbench_runs_against_the_cluster() {
+    let pg = PgCluster::start();
+    pg.create_role("bench", "benchpw", "");
+    pg.create_database("benchdb", "bench");
+    let run = |args: &[&str]| {
+        let out = pgbench_cmd(pg.port(), "bench", "benchpw", "benchdb")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pgbench {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["-i", "-q", "-s", "1"]);
+    let report = run(&["-n", "-c", "2", "-t", "20", "-S"]);
+    assert!(
+        report.contains("number of transactions actually processed: 40/40"),
+        "{report}"
+    );
 }
