@@ -118,9 +118,15 @@ pub struct PoolerConfig {
 /// Where a server lives: a TCP host or a Unix socket folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerAddress {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     /// `host` started with `/`: the folder holding `.s.PGSQL.<port>`.
-    Unix { dir: PathBuf, port: u16 },
+    Unix {
+        dir: PathBuf,
+        port: u16,
+    },
 }
 
 /// One `[databases]` entry.
