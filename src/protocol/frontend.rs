@@ -117,7 +117,7 @@ pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), Protoco
         .ok_or(malformed("data length"))?;
     let len = i32::from_be_bytes(len_bytes);
     let data = &rest[4..];
-    if len == -1 {
+    if len == -1 && data.is_empty() {
         return Ok((mechanism, &[]));
     }
     if usize::try_from(len).ok() != Some(data.len()) {
