@@ -161,3 +161,6 @@ pub fn quote_ident(name: &str) -> String {
     quoted.push('"');
     quoted
 }
+
+#[cfg(test)]
+mod tests;
