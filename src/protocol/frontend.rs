@@ -95,7 +95,7 @@ pub fn terminate(out: &mut BytesMut) {
 /// The password of a PasswordMessage: the bytes before the terminating NUL.
 pub fn parse_password(body: &[u8]) -> Result<&[u8], ProtocolError> {
     match split_cstr(body) {
-        Some((password, rest)) if rest.is_empty() => Ok(password),
+        Some((password, [])) => Ok(password),
         _ => Err(ProtocolError::Malformed {
             tag: tag::PASSWORD_MESSAGE,
             what: "password not NUL-terminated",
