@@ -278,3 +278,6 @@ pub fn parse_error_response(body: &[u8]) -> ErrorFields {
 fn read_i32(buf: &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes(buf.get(..4)?.try_into().ok()?))
 }
+
+#[cfg(test)]
+mod tests;

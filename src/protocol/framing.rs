@@ -102,6 +102,7 @@ impl Framer {
 
 /// Reads a message's tag and body from the front of `buf` when it is whole (for
 /// login-phase code that always needs messages whole).
+#[allow(clippy::type_complexity)]
 pub fn split_message(
     buf: &[u8],
     max_message_len: usize,

@@ -95,7 +95,7 @@ pub fn terminate(out: &mut BytesMut) {
 /// The password of a PasswordMessage: the bytes before the terminating NUL.
 pub fn parse_password(body: &[u8]) -> Result<&[u8], ProtocolError> {
     match split_cstr(body) {
-        Some((password, rest)) if rest.is_empty() => Ok(password),
+        Some((password, [])) => Ok(password),
         _ => Err(ProtocolError::Malformed {
             tag: tag::PASSWORD_MESSAGE,
             what: "password not NUL-terminated",
@@ -117,7 +117,7 @@ pub fn parse_sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), Protoco
         .ok_or(malformed("data length"))?;
     let len = i32::from_be_bytes(len_bytes);
     let data = &rest[4..];
-    if len == -1 {
+    if len == -1 && data.is_empty() {
         return Ok((mechanism, &[]));
     }
     if usize::try_from(len).ok() != Some(data.len()) {
@@ -161,3 +161,6 @@ pub fn quote_ident(name: &str) -> String {
     quoted.push('"');
     quoted
 }
+
+#[cfg(test)]
+mod tests;
