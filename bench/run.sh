@@ -2,7 +2,7 @@
 # pgring's benchmark: pgring vs PgBouncer vs direct PostgreSQL, in one run, on this machine.
 #
 #   bench/run.sh            # 3 rounds of 20 s per (workload, target): about 11 minutes
-#   bench/run.sh --quick    # 1 round of 5 s: about 1.5 minutes, a smoke test
+#   bench/run.sh --quick    # 1 round of 5 s: about 1-2 minutes, a smoke test
 #
 # Options (and environment variables):
 #   --quick                    BENCH_SECONDS=5, BENCH_ROUNDS=1
