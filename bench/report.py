@@ -213,8 +213,7 @@ def markdown(meta, agg, runs, json_path):
     commit_line = f"- Commit: `{head}`"
     if dirty:
         commit_line += (
-            f" (the working tree had {dirty} uncommitted change(s) under src/ or Cargo.*;"
-            " the binary was built from it)"
+            f" plus uncommitted changes when pgring was built ({meta.get('git_dirty_src_files', '')})"
         )
     lines.append(commit_line)
     lines.append(

@@ -90,6 +90,11 @@ scripts/install-deps.sh >&2
 
 log "building pgring (cargo build --release --locked -p pgring)"
 cargo build --release --locked -p pgring >&2
+# The tree the binary was built from (others may commit or edit while the benchmark runs).
+GIT_HEAD=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY_FILES=$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | sed 's/^...//' | paste -sd' ' -)
+GIT_DIRTY_COUNT=$(wc -w <<<"$GIT_DIRTY_FILES")
+PGRING_VERSION=$(target/release/pgring --version 2>/dev/null || echo unknown)
 
 lib_init
 find_pgbouncer
@@ -226,9 +231,10 @@ FINISHED_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     printf 'cpu_model\t%s\n' "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
     printf 'kernel\t%s\n' "$(uname -r)"
     printf 'clk_tck\t%s\n' "$CLK_TCK"
-    printf 'git_head\t%s\n' "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-    printf 'git_dirty_src\t%s\n' "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
-    printf 'pgring_version\t%s\n' "$(target/release/pgring --version 2>/dev/null || echo unknown)"
+    printf 'git_head\t%s\n' "$GIT_HEAD"
+    printf 'git_dirty_src\t%s\n' "$GIT_DIRTY_COUNT"
+    printf 'git_dirty_src_files\t%s\n' "$GIT_DIRTY_FILES"
+    printf 'pgring_version\t%s\n' "$PGRING_VERSION"
     printf 'postgres_version\t%s\n' "$("$PG_BIN/postgres" --version)"
     printf 'pgbench_version\t%s\n' "$(pgbench --version)"
     printf 'pgbouncer_version\t%s\n' "$("$PGBOUNCER_BIN" --version | head -n1)"
