@@ -40,6 +40,7 @@ fn cluster() -> PgCluster {
 fn pgring(pg: &PgCluster, pooler_extra: &str, databases_extra: &str) -> Pgring {
     // Defaults, unless `pooler_extra` sets the key itself.
     let defaults = [
+        ("shards", "2"),
         ("auth_type", "\"md5\""),
         ("pool_mode", "\"transaction\""),
         ("default_pool_size", "2"),
@@ -63,7 +64,6 @@ fn pgring(pg: &PgCluster, pooler_extra: &str, databases_extra: &str) -> Pgring {
 listen_addr = "127.0.0.1"
 listen_port = {port}
 unix_socket_dir = ""
-shards = 2
 auth_file = "userlist.txt"
 {pooler}
 
@@ -140,10 +140,13 @@ fn read_message(s: &mut TcpStream) -> std::io::Result<Option<(u8, Vec<u8>)>> {
     let mut header = [0u8; 5];
     let mut got = 0;
     while got < header.len() {
-        match s.read(&mut header[got..])? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(ErrorKind::UnexpectedEof.into()),
-            n => got += n,
+        match s.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            // A signal to the test process (a child exiting): read on.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
@@ -557,18 +560,24 @@ fn client_vanishing_mid_transaction_never_leaks_its_transaction() {
     // default_pool_size = 2 over 2 shards: one server connection per shard.
     let pgring = pgring(&pg, "", "");
 
-    for round in 0..2 {
+    for round in 0..3 {
         let mut a = raw_login(pgring.port());
         let r = simple_query(&mut a, "BEGIN; INSERT INTO t VALUES (1)");
         assert!(r.error.is_none(), "{r:?}");
         assert_eq!(r.status, b'T', "A is inside its transaction");
-        if round == 0 {
-            // Vanish without a word.
-            a.shutdown(Shutdown::Both).unwrap();
-            drop(a);
-        } else {
+        match round {
+            0 => {
+                // Vanish without a word.
+                a.shutdown(Shutdown::Both).unwrap();
+                drop(a);
+            }
             // Or say Terminate mid-transaction.
-            terminate(a);
+            1 => terminate(a),
+            _ => {
+                // Or break the protocol mid-transaction: thrown out, transaction too.
+                a.write_all(&[b'Q', 0, 0, 0, 0]).unwrap();
+                expect_fatal_and_close(&mut a, "08P01", "garbage mid-transaction");
+            }
         }
 
         // More clients than shards, some at once, so every shard's server is handed out.
@@ -782,15 +791,103 @@ fn server_killed_while_idle_is_replaced_when_checked_before_reuse() {
     }
 }
 
+/// The session scans (and records in its TxTracker) the client's query, then attaches a
+/// server, and attaching resets the tracker: the query's answer is no longer owed, so when
+/// the client leaves before the answer the server goes back to the pool with it in flight.
+#[test]
+#[ignore = "pgring bug: client gone before its answer: server pooled with the answer in flight, next client gets wrong results"]
+fn client_vanishing_mid_query_never_leaks_its_answer() {
+    let pg = PgCluster::start_with(&[("log_statement", "all")]);
+    pg.create_role(USER, PASSWORD, "");
+    pg.create_database(DB, USER);
+    // One server connection in all, so the next client gets the same one.
+    let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
+    let mut a = raw_login(pgring.port());
+    let mut out = BytesMut::new();
+    frontend::query("select 'answer for A' from pg_sleep(0.3)", &mut out).unwrap();
+    a.write_all(&out).unwrap();
+    a.shutdown(Shutdown::Both).unwrap();
+    drop(a);
+    for i in 0..4 {
+        let out = psql_as(pgring.port(), USER, PASSWORD, DB, "select 1");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim() == "1",
+            "client {i} got {stdout:?} for `select 1` (stderr: {})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+#[ignore = "pgring bug: same as client_vanishing_mid_query_never_leaks_its_answer"]
+fn client_vanishing_while_queued_for_a_server_loses_nothing() {
+    let pg = PgCluster::start_with(&[("log_statement", "all")]);
+    pg.create_role(USER, PASSWORD, "");
+    pg.create_database(DB, USER);
+    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
+        .args(["-c", "create table t(x int)"])
+        .output()
+        .unwrap();
+    assert!(create.status.success(), "{create:?}");
+    // One shard, one server connection: A's transaction holds it, B queues behind.
+    let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
+    let mut a = raw_login(pgring.port());
+    let r = simple_query(&mut a, "BEGIN; INSERT INTO t VALUES (1)");
+    assert_eq!(r.status, b'T', "{r:?}");
+
+    let mut b = raw_login(pgring.port());
+    let mut out = BytesMut::new();
+    frontend::query("INSERT INTO t VALUES (2)", &mut out).unwrap();
+    b.write_all(&out).unwrap();
+    // B waits (no answer), then gives up and goes away.
+    b.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = b.read(&mut byte);
+    assert!(
+        matches!(&waited, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "B should be queued, got {waited:?}"
+    );
+    b.shutdown(Shutdown::Both).unwrap();
+    drop(b);
+
+    let r = simple_query(&mut a, "COMMIT");
+    assert_eq!(r.status, b'I', "{r:?}");
+    terminate(a);
+
+    // The pool's one server is not lost: every later client is served.
+    for _ in 0..4 {
+        assert_still_serves(&pgring);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "no idle-in-transaction backend",
+        || {
+            pg.psql(
+                "select count(*) from pg_stat_activity \
+             where datname = 'app' and state like 'idle in transaction%'",
+            )
+            .trim()
+                == "0"
+        },
+    );
+    let rows = psql_ok(&pgring, "select string_agg(x::text, ',' order by x) from t");
+    eprintln!("rows after B vanished while queued: {rows:?}");
+    assert!(rows == "1" || rows == "1,2", "{rows}");
+}
+
 // ---- servers and limits ---------------------------------------------------------------------
 
 #[test]
 fn refused_backend_gives_clear_error_not_a_hang() {
     let pg = cluster();
     let dead_port = free_port();
+    // A refused connection is reported at once, not when server_connect_timeout expires
+    // (nor when psql's own 10 s connect_timeout does).
     let pgring = pgring(
         &pg,
-        "",
+        "server_connect_timeout = 60",
         &format!(r#"dead = {{ host = "127.0.0.1", port = {dead_port}, dbname = "app" }}"#),
     );
     for _ in 0..2 {
@@ -801,7 +898,7 @@ fn refused_backend_gives_clear_error_not_a_hang() {
         assert!(!out.status.success(), "{out:?}");
         assert!(stderr.contains("could not connect"), "{stderr}");
         assert!(
-            took < Duration::from_secs(5),
+            took < Duration::from_secs(8),
             "psql took {took:?}: {stderr}"
         );
     }
