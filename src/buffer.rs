@@ -68,7 +68,9 @@ impl ReadBuf {
                 self.end -= self.start;
                 self.start = 0;
             } else if self.data.len() < self.ceiling {
-                let grown = (self.data.len() * 2).max(INITIAL_READ_BUF).min(self.ceiling);
+                let grown = (self.data.len() * 2)
+                    .max(INITIAL_READ_BUF)
+                    .min(self.ceiling);
                 self.data.resize(grown, 0);
             } else {
                 return Err(BufferFull {

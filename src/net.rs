@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -107,12 +107,62 @@ pub fn configure_stream(stream: &TcpStream, keepalive: Keepalive) -> io::Result<
 /// A connection to a client or a server, whatever the transport.
 pub enum Stream {
     Tcp(TcpStream),
-    Unix(UnixStream),
+    /// A Unix-socket connection, with its fd when pgring opened it (glommio does not
+    /// expose the fd of a Unix stream; server connections need it for liveness checks).
+    Unix(UnixStream, Option<RawFd>),
+}
+
+/// Connects to a Unix socket without blocking the shard: a non-blocking connect either
+/// completes at once or fails (a full backlog answers EAGAIN).
+pub fn connect_unix(path: &Path) -> io::Result<Stream> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&SockAddr::unix(path)?)?;
+    let fd = socket.into_raw_fd();
+    // SAFETY: the fd was just created above; ownership moves to the glommio stream.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    Ok(Stream::Unix(stream, Some(fd)))
 }
 
 impl Stream {
     pub fn is_unix(&self) -> bool {
-        matches!(self, Stream::Unix(_))
+        matches!(self, Stream::Unix(..))
+    }
+
+    /// Half-closes the connection: the peer reads EOF after what was sent.
+    pub async fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write).await,
+            Stream::Unix(s, _) => s.shutdown(std::net::Shutdown::Write).await,
+        }
+        .map_err(io::Error::from)
+    }
+
+    /// True when the peer has closed the connection or sent something unasked (a
+    /// server's FATAL before it exits). Never blocks.
+    pub fn closed_or_unsolicited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(_, Some(fd)) => *fd,
+            Stream::Unix(_, None) => return false,
+        };
+        let mut byte = 0u8;
+        // SAFETY: a one-byte buffer on the stack; MSG_PEEK leaves the data in place and
+        // MSG_DONTWAIT makes the call return at once.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return true;
+        }
+        let err = io::Error::last_os_error();
+        err.kind() != io::ErrorKind::WouldBlock && err.kind() != io::ErrorKind::Interrupted
     }
 }
 
@@ -124,7 +174,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s, _) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -137,21 +187,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s, _) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s, _) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_close(cx),
-            Stream::Unix(s) => Pin::new(s).poll_close(cx),
+            Stream::Unix(s, _) => Pin::new(s).poll_close(cx),
         }
     }
 }

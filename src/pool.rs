@@ -211,8 +211,11 @@ impl Pool {
             };
             let now = Instant::now();
             let idle_for = now.saturating_duration_since(conn.last_used.get());
+            // A server that closed (or sent a FATAL) while idle is not handed out.
             if (!lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime)
                 || (!idle_timeout.is_zero() && idle_for >= idle_timeout)
+                || !conn.rbuf.is_empty()
+                || conn.stream.closed_or_unsolicited()
             {
                 self.discard(conn);
                 continue;

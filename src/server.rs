@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
-use glommio::net::UnixStream;
 
 use crate::auth::md5;
 use crate::auth::scram::{ScramClient, ScramCredential};
@@ -212,19 +211,7 @@ pub async fn open_stream(address: &ServerAddress, opts: ConnectOptions) -> io::R
             }
             Err(last_err)
         }
-        ServerAddress::Unix { dir, port } => {
-            let path = net::unix_socket_path(dir, *port);
-            let connect = UnixStream::connect(path);
-            let stream = if opts.connect_timeout.is_zero() {
-                connect.await.map_err(io::Error::from)?
-            } else {
-                crate::timeout::with_timeout(opts.connect_timeout, connect)
-                    .await
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
-                    .map_err(io::Error::from)?
-            };
-            Ok(Stream::Unix(stream))
-        }
+        ServerAddress::Unix { dir, port } => net::connect_unix(&net::unix_socket_path(dir, *port)),
     }
 }
 

@@ -451,7 +451,7 @@ fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -
                             let stream = accepted.bind_to_executor();
                             glommio::spawn_local(client::serve(
                                 shard.clone(),
-                                Stream::Unix(stream),
+                                Stream::Unix(stream, None),
                                 Peer::Unix,
                             ))
                             .detach();
@@ -496,7 +496,7 @@ async fn accept_unix(shard: Rc<Shard>, listener: UnixListener) {
                     let stream = accepted.bind_to_executor();
                     glommio::spawn_local(client::serve(
                         shard.clone(),
-                        Stream::Unix(stream),
+                        Stream::Unix(stream, None),
                         Peer::Unix,
                     ))
                     .detach();

@@ -41,7 +41,13 @@ pub struct LoggedIn {
     pub cancel_key: CancelKey,
 }
 
-pub async fn run(shard: &Rc<Shard>, conn: &mut ClientConn) -> Result<Outcome, SessionError> {
+/// Runs the login. `admitted` is false when the client is over `max_client_conn`: it is
+/// then refused once its startup packet has been read.
+pub async fn run(
+    shard: &Rc<Shard>,
+    conn: &mut ClientConn,
+    admitted: bool,
+) -> Result<Outcome, SessionError> {
     let (minor, params) = loop {
         match read_startup(conn).await? {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
@@ -59,6 +65,13 @@ pub async fn run(shard: &Rc<Shard>, conn: &mut ClientConn) -> Result<Outcome, Se
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
+    if !admitted {
+        return Err(SessionError::new(
+            Fault::Limit,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        ));
+    }
     let config = shard.config();
     let user = params
         .user()
@@ -133,6 +146,10 @@ pub async fn run(shard: &Rc<Shard>, conn: &mut ClientConn) -> Result<Outcome, Se
                 Ok(()) => {
                     aligned.adopt_server_spelling(&server);
                     pool.release(server);
+                }
+                Err(e) if e.sqlstate == sqlstate::CONNECTION_FAILURE => {
+                    pool.discard(server);
+                    return Err(e);
                 }
                 Err(e) => {
                     pool.release(server);

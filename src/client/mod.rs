@@ -65,8 +65,29 @@ impl ClientConn {
         }
         let mut out = BytesMut::new();
         error.encode_fatal(&mut out);
-        let _ = self.stream.write_all(&out).await;
-        let _ = self.stream.close().await;
+        if self.stream.write_all(&out).await.is_err() {
+            return;
+        }
+        self.linger().await;
+    }
+
+    /// Closes without losing what was just sent: half-close, then read and discard what
+    /// the client still sends for a moment, so that the kernel does not answer unread
+    /// input with a reset that could destroy the error message in flight.
+    pub async fn linger(&mut self) {
+        if self.stream.shutdown_write().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 512];
+        let _ = crate::timeout::with_timeout(std::time::Duration::from_millis(250), async {
+            while let Ok(n) = futures_lite::AsyncReadExt::read(&mut self.stream, &mut scratch).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -87,22 +108,14 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) {
         rbuf: ReadBuf::new(INITIAL_READ_BUF.min(1024), LOGIN_CEILING),
         peer,
     };
-    if !shard.shared.admit_client(config.pooler.max_client_conn) {
-        let err = SessionError::new(
-            Fault::Limit,
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "no more connections allowed (max_client_conn)",
-        );
-        if config.pooler.log_pooler_errors {
-            log::warn!("{}: refused: {err}", conn.peer);
-        }
-        conn.send_fatal(&err).await;
-        return;
-    }
-    let _slot = ClientSlot(shard.clone());
+    // Over max_client_conn the client is still read up to its startup packet, so that the
+    // refusal answers the startup (libpq drops errors sent in answer to SSLRequest) and
+    // cancel requests still get through.
+    let admitted = shard.shared.admit_client(config.pooler.max_client_conn);
+    let _slot = admitted.then(|| ClientSlot(shard.clone()));
     let login = crate::timeout::with_timeout(
         config.pooler.client_login_timeout,
-        login::run(&shard, &mut conn),
+        login::run(&shard, &mut conn, admitted),
     )
     .await;
     let login = match login {

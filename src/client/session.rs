@@ -144,6 +144,11 @@ impl Session<'_> {
         loop {
             // 1. Whatever the client sent: forward it, attaching a server first.
             let (forward, terminate) = self.scan_client(conn.rbuf.data())?;
+            log::trace!(
+                "client: {} bytes buffered, {forward} to forward, terminate={terminate}, attached={}",
+                conn.rbuf.len(),
+                self.server.is_some()
+            );
             if forward > 0 {
                 if self.server.is_none() {
                     self.attach().await?;
@@ -276,6 +281,9 @@ impl Session<'_> {
         } = server;
         let data = rbuf.data();
         let mut pos = 0;
+        // Where the answer to the latest request starts (just past the previous
+        // ReadyForQuery): what statement mode replaces with its refusal.
+        let mut answer_start = 0;
         let mut after = AfterReady::Keep;
         loop {
             let step = framer
@@ -303,6 +311,7 @@ impl Session<'_> {
                     if after != AfterReady::Keep {
                         break;
                     }
+                    answer_start = pos;
                 }
                 Step::Message {
                     tag: tag::PARAMETER_STATUS,
@@ -320,14 +329,16 @@ impl Session<'_> {
             }
         }
         if after == AfterReady::StatementModeViolation {
-            // Do not show the client a transaction that statement mode cannot honour.
-            self.drop_server();
-            return Err(SessionError::new(
-                Fault::Client,
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "transaction blocks not allowed in statement pooling mode",
-            ));
+            let result = conn.write_all(&data[..answer_start]).await;
+            rbuf.consume(pos);
+            result?;
+            return self.refuse_transaction_block(conn).await;
         }
+        log::trace!(
+            "server: {} bytes buffered, {pos} to forward, {after:?}, owed={}",
+            data.len(),
+            tracker.owed_ready()
+        );
         let result = conn.write_all(&data[..pos]).await;
         rbuf.consume(pos);
         result?;
@@ -335,6 +346,44 @@ impl Session<'_> {
             self.detach();
         }
         Ok(())
+    }
+
+    /// Statement mode saw a transaction block open: roll it back, tell the client with an
+    /// ERROR (the session goes on), and give the server back. When more requests are
+    /// already in flight behind it, the server is closed and the session ends instead.
+    async fn refuse_transaction_block(
+        &mut self,
+        conn: &mut ClientConn,
+    ) -> Result<(), SessionError> {
+        let refusal = SessionError::new(
+            Fault::Client,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "transaction blocks not allowed in statement pooling mode",
+        );
+        if self.tracker.owed_ready() > 0 {
+            self.drop_server();
+            return Err(refusal);
+        }
+        let mut server = self.server.take().expect("called with a server attached");
+        self.shard.cancel.set_server(self.cancel_key, None);
+        match server
+            .run_internal("ROLLBACK", self.limits.max_message)
+            .await
+        {
+            Ok(()) => self.pool.release(server),
+            Err(_) => self.pool.discard(server),
+        }
+        self.tracker = TxTracker::default();
+        let mut out = bytes::BytesMut::new();
+        backend::error_response(
+            &mut out,
+            backend::Severity::Error,
+            &refusal.sqlstate,
+            &refusal.message,
+            None,
+        );
+        backend::ready_for_query(&mut out, TxStatus::Idle);
+        conn.write_all(&out).await
     }
 
     /// Which timeout applies while a server is attached, and how long is left.
@@ -382,7 +431,6 @@ impl Session<'_> {
             self.cancel_key,
             Some((server.backend_key, server.address.clone())),
         );
-        self.tracker = TxTracker::default();
         self.server = Some(server);
         Ok(())
     }

@@ -1,0 +1,408 @@
+//! Pooling against a real PostgreSQL: transaction, session and statement modes, many
+//! clients over a small pool, cancel requests across shards, parameter tracking,
+//! reload and graceful shutdown.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{free_port, pgbench_cmd, psql_cmd, PgCluster, Pgring};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+const USERLIST: &str = "\"app\" \"apppass\"\n";
+
+/// A cluster with role `app` owning database `app`, and pgring in front of it with the
+/// given extra `[pooler]` settings.
+struct Setup {
+    pg: PgCluster,
+    pgring: Pgring,
+}
+
+fn setup(pooler: &str) -> Setup {
+    let pg = PgCluster::start();
+    pg.create_role("app", "apppass", "");
+    pg.create_database("app", "app");
+    pg.psql("ALTER DATABASE app OWNER TO app");
+    let pgring = start_pgring(&pg, pooler, USERLIST);
+    Setup { pg, pgring }
+}
+
+fn config(pg: &PgCluster, port: u16, pooler: &str) -> String {
+    format!(
+        r#"[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {port}
+unix_socket_dir = "{{dir}}"
+auth_type = "md5"
+auth_file = "userlist.txt"
+stats_period = 0
+{pooler}
+
+[databases]
+app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
+"#,
+        pgport = pg.port()
+    )
+}
+
+fn start_pgring(pg: &PgCluster, pooler: &str, userlist: &str) -> Pgring {
+    let port = free_port();
+    Pgring::start(&config(pg, port, pooler), &[("userlist.txt", userlist)])
+}
+
+fn conn_str(port: u16) -> String {
+    format!("host=127.0.0.1 port={port} user=app password=apppass dbname=app")
+}
+
+async fn connect(port: u16) -> Client {
+    connect_with(&conn_str(port)).await
+}
+
+async fn connect_with(conn_str: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(conn_str, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect through pgring ({conn_str}): {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+async fn show(client: &Client, name: &str) -> String {
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn psql_and_pgbench_work_through_transaction_pooling() {
+    let s = setup("pool_mode = \"transaction\"\ndefault_pool_size = 4\nshards = 2");
+    let out = psql_cmd(s.pgring.port(), "app", "apppass", "app")
+        .args(["-c", "SELECT 40 + 2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.pgring.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+
+    let init = pgbench_cmd(s.pg.port(), "app", "apppass", "app")
+        .args(["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    for protocol in ["simple", "extended"] {
+        let out = pgbench_cmd(s.pgring.port(), "app", "apppass", "app")
+            .args(["-c", "20", "-j", "2", "-T", "3", "-M", protocol])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}\n{}", s.pgring.log());
+        assert!(
+            stdout.contains("number of failed transactions: 0 "),
+            "{stdout}"
+        );
+    }
+    // Never more server connections than the pool allows.
+    let servers: i64 =
+        s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(servers <= 4, "{servers} server connections for a pool of 4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_clients_over_a_pool_of_ten_see_only_their_own_transactions() {
+    let s = setup(
+        "pool_mode = \"transaction\"\ndefault_pool_size = 10\nshards = 2\nmax_client_conn = 1100\nquery_wait_timeout = 60",
+    );
+    let port = s.pgring.port();
+    let mut tasks = Vec::new();
+    for id in 0..1000u32 {
+        tasks.push(tokio::spawn(async move {
+            let client = connect(port).await;
+            for round in 0..3 {
+                let mine = format!("{id}-{round}");
+                client.batch_execute("BEGIN").await.unwrap();
+                // A transaction-local setting: visible only inside this transaction.
+                client
+                    .query_one("SELECT set_config('pgring.owner', $1, true)", &[&mine])
+                    .await
+                    .unwrap();
+                let seen: String = client
+                    .query_one("SELECT current_setting('pgring.owner')", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(seen, mine, "a transaction saw another's state");
+                client.batch_execute("COMMIT").await.unwrap();
+                let after: Option<String> = client
+                    .query_one(
+                        "SELECT nullif(current_setting('pgring.owner', true), '')",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(after, None, "state leaked out of a committed transaction");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let servers: i64 =
+        s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(
+        servers <= 10,
+        "{servers} server connections for a pool of 10"
+    );
+}
+
+#[tokio::test]
+async fn session_mode_keeps_state_and_resets_it_for_the_next_client() {
+    let s = setup("pool_mode = \"session\"\ndefault_pool_size = 1\nshards = 1");
+    let port = s.pgring.port();
+    let a = connect(port).await;
+    a.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    a.batch_execute("BEGIN; COMMIT;").await.unwrap();
+    assert_eq!(show(&a, "work_mem").await, "7MB");
+    let a_pid: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(a);
+
+    // The same (only) server connection, after DISCARD ALL.
+    let b = connect(port).await;
+    let b_pid: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(a_pid, b_pid, "pool of one should reuse the server");
+    assert_eq!(show(&b, "work_mem").await, "4MB");
+}
+
+#[tokio::test]
+async fn transaction_mode_waits_for_the_holder_to_commit() {
+    let s = setup("pool_mode = \"transaction\"\ndefault_pool_size = 1\nshards = 1");
+    let port = s.pgring.port();
+    let a = connect(port).await;
+    let b = connect(port).await;
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let started = Instant::now();
+    let waiter = tokio::spawn(async move {
+        b.query_one("SELECT 1", &[]).await.unwrap();
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "B got the server while A was in a transaction"
+    );
+    a.batch_execute("COMMIT").await.unwrap();
+    let waited = waiter.await.unwrap();
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+}
+
+#[tokio::test]
+async fn statement_mode_refuses_transaction_blocks() {
+    let s = setup("pool_mode = \"statement\"\ndefault_pool_size = 2\nshards = 1");
+    let client = connect(s.pgring.port()).await;
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    let err = client.batch_execute("BEGIN").await.unwrap_err();
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("an ErrorResponse: {err:?}"));
+    assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED);
+    assert!(db.message().contains("statement pooling mode"), "{db:?}");
+    // The session goes on, outside any transaction.
+    let rows = client.simple_query("SELECT 2").await.unwrap();
+    let values: Vec<_> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["2"]);
+    // Everyone else still gets served.
+    let other = connect(s.pgring.port()).await;
+    other.query_one("SELECT 1", &[]).await.unwrap();
+}
+
+/// Cancels a `pg_sleep(10)` through pgring and checks it ends within a second.
+async fn cancel_sleep(conn_str: &str) {
+    let client = connect_with(conn_str).await;
+    let token = client.cancel_token();
+    let started = Instant::now();
+    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(10)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token
+        .cancel_query(NoTls)
+        .await
+        .expect("cancel request sent");
+    let result = tokio::time::timeout(Duration::from_secs(3), sleeper)
+        .await
+        .expect("the query ended after the cancel")
+        .unwrap();
+    let err = result.expect_err("pg_sleep was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1300),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn cancel_request_arriving_on_another_shard_reaches_the_backend() {
+    let s = setup("pool_mode = \"transaction\"\ndefault_pool_size = 4\nshards = 2");
+    // Unix-socket clients are dealt round-robin over the shards by shard 0, so the query
+    // (first connection) and its cancel request (second) land on different shards.
+    let unix = format!(
+        "host={} port={} user=app password=apppass dbname=app",
+        s.pgring.dir().display(),
+        s.pgring.port()
+    );
+    cancel_sleep(&unix).await;
+    // Over TCP the kernel picks the shard: several rounds cover both cases.
+    for _ in 0..4 {
+        cancel_sleep(&conn_str(s.pgring.port())).await;
+    }
+}
+
+#[tokio::test]
+async fn parameter_status_follows_the_client_across_server_connections() {
+    let s = setup("pool_mode = \"transaction\"\ndefault_pool_size = 1\nshards = 1");
+    let port = s.pgring.port();
+    let tokyo = connect(port).await;
+    let utc = connect(port).await;
+    let default_tz = show(&utc, "TimeZone").await;
+    tokyo
+        .batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    // One server connection serves both clients in turn; each sees its own time zone.
+    for _ in 0..3 {
+        assert_eq!(show(&utc, "TimeZone").await, default_tz);
+        assert_eq!(show(&tokyo, "TimeZone").await, "Asia/Tokyo");
+        assert_eq!(show(&utc, "application_name").await, "");
+    }
+    // A time zone given at startup (libpq sends PGTZ as a startup parameter).
+    let out = psql_cmd(port, "app", "apppass", "app")
+        .env("PGTZ", "America/New_York")
+        .args(["-c", "SHOW TimeZone"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "America/New_York"
+    );
+    assert_eq!(show(&utc, "TimeZone").await, default_tz);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_auth_file_and_sessions_continue() {
+    let s = setup("pool_mode = \"transaction\"\ndefault_pool_size = 2\nshards = 2");
+    let port = s.pgring.port();
+    let before = connect(port).await;
+    std::fs::write(s.pgring.dir().join("userlist.txt"), "\"app\" \"newpass\"\n").unwrap();
+    // The server still knows the old password; pgring logs in with what it had.
+    assert!(s.pgring.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let old = tokio_postgres::connect(&conn_str(port), NoTls).await;
+        if old.is_err() {
+            let err = old.err().unwrap();
+            assert_eq!(err.code(), Some(&SqlState::INVALID_PASSWORD), "{err:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload not applied:\n{}",
+            s.pgring.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.pgring.log().contains("reloading"), "{}", s.pgring.log());
+    before
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("session survives a reload");
+}
+
+#[test]
+fn broken_config_on_reload_keeps_the_running_one() {
+    let s = setup("pool_mode = \"transaction\"\nshards = 1");
+    let path = s.pgring.dir().join("pgring.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("pool_mode = \"transaction\"", "pool_mode = \"sometimes\""),
+    )
+    .unwrap();
+    assert!(s.pgring.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.pgring.log().contains("reload failed") {
+        assert!(Instant::now() < deadline, "{}", s.pgring.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.pgring.log().contains("pool_mode"), "{}", s.pgring.log());
+    let out = psql_cmd(s.pgring.port(), "app", "apppass", "app")
+        .args(["-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_the_transaction_in_flight_finish() {
+    let mut s = setup(
+        "pool_mode = \"transaction\"\ndefault_pool_size = 2\nshards = 2\nshutdown_timeout = 10",
+    );
+    let port = s.pgring.port();
+    let busy = connect(port).await;
+    let idle = connect(port).await;
+    busy.batch_execute("CREATE TABLE t (x int)").await.unwrap();
+    busy.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let sleeper = tokio::spawn(async move {
+        busy.batch_execute("SELECT pg_sleep(1)").await?;
+        busy.batch_execute("COMMIT").await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.pgring.signal(libc::SIGTERM));
+    sleeper
+        .await
+        .unwrap()
+        .expect("the transaction in flight commits");
+    assert_eq!(s.pg.psql("SELECT count(*) FROM t").trim(), "1");
+    let status = s
+        .pgring
+        .wait_exit(Duration::from_secs(10))
+        .expect("pgring exits after the clients are done");
+    assert!(status.success(), "{status:?}\n{}", s.pgring.log());
+    // The idle client was told why it was closed.
+    let err = idle.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::ADMIN_SHUTDOWN),
+        "{err:?}"
+    );
+}
