@@ -765,7 +765,6 @@ fn kill_idle_pooled_servers(pg: &PgCluster, pgring: &Pgring) {
 /// PgBouncer watches its idle server sockets and drops the ones the server closed; a
 /// client arriving later gets a live connection.
 #[test]
-#[ignore = "pgring bug: idle pooled server connections killed by the server are handed to the next client, who gets 08006"]
 fn server_killed_while_idle_in_the_pool_is_not_handed_out() {
     let pg = cluster();
     let pgring = pgring(&pg, "", "");
@@ -795,7 +794,6 @@ fn server_killed_while_idle_is_replaced_when_checked_before_reuse() {
 /// server, and attaching resets the tracker: the query's answer is no longer owed, so when
 /// the client leaves before the answer the server goes back to the pool with it in flight.
 #[test]
-#[ignore = "pgring bug: client gone before its answer: server pooled with the answer in flight, next client gets wrong results"]
 fn client_vanishing_mid_query_never_leaks_its_answer() {
     let pg = PgCluster::start_with(&[("log_statement", "all")]);
     pg.create_role(USER, PASSWORD, "");
@@ -820,7 +818,6 @@ fn client_vanishing_mid_query_never_leaks_its_answer() {
 }
 
 #[test]
-#[ignore = "pgring bug: same as client_vanishing_mid_query_never_leaks_its_answer"]
 fn client_vanishing_while_queued_for_a_server_loses_nothing() {
     let pg = PgCluster::start_with(&[("log_statement", "all")]);
     pg.create_role(USER, PASSWORD, "");
@@ -941,8 +938,11 @@ fn max_client_conn_reached_gets_53300() {
         held.push(slot.unwrap());
     }
 
-    // The fourth is refused at once, before it says anything.
+    // The fourth is refused in answer to its startup packet (where libpq reads errors).
     let mut fourth = connect(pgring.port());
+    fourth
+        .write_all(&startup(&[("user", USER), ("database", DB)]))
+        .unwrap();
     let message = expect_fatal_and_close(&mut fourth, "53300", "fourth client");
     assert!(message.contains("no more connections allowed"), "{message}");
     // libpq without an SSLRequest shows the reason (with one, see
@@ -978,7 +978,6 @@ fn max_client_conn_reached_gets_53300() {
 /// showing only "server sent an error response during SSL exchange". PostgreSQL refuses
 /// an excess client after reading its startup packet, so the reason reaches the user.
 #[test]
-#[ignore = "pgring bug: max_client_conn refusal is sent before the SSLRequest is answered, libpq hides it"]
 fn max_client_conn_refusal_reaches_libpq_with_default_sslmode() {
     let pg = cluster();
     let pgring = pgring(&pg, "max_client_conn = 1", "");

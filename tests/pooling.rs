@@ -69,6 +69,17 @@ async fn connect_with(conn_str: &str) -> Client {
     client
 }
 
+/// The first column of every row of a simple-protocol result.
+fn values(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn show(client: &Client, name: &str) -> String {
     client
         .query_one(&format!("SHOW {name}"), &[])
@@ -124,29 +135,31 @@ async fn thousand_clients_over_a_pool_of_ten_see_only_their_own_transactions() {
         tasks.push(tokio::spawn(async move {
             let client = connect(port).await;
             for round in 0..3 {
+                // Simple protocol: named prepared statements do not survive transaction
+                // pooling (each transaction may run on another server connection).
                 let mine = format!("{id}-{round}");
-                client.batch_execute("BEGIN").await.unwrap();
+                let seen = values(
+                    &client
+                        .simple_query(&format!(
+                            "BEGIN; SELECT set_config('pgring.owner', '{mine}', true); \
+                             SELECT current_setting('pgring.owner'); COMMIT;"
+                        ))
+                        .await
+                        .unwrap(),
+                );
                 // A transaction-local setting: visible only inside this transaction.
-                client
-                    .query_one("SELECT set_config('pgring.owner', $1, true)", &[&mine])
-                    .await
-                    .unwrap();
-                let seen: String = client
-                    .query_one("SELECT current_setting('pgring.owner')", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                assert_eq!(seen, mine, "a transaction saw another's state");
-                client.batch_execute("COMMIT").await.unwrap();
-                let after: Option<String> = client
-                    .query_one(
-                        "SELECT nullif(current_setting('pgring.owner', true), '')",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                assert_eq!(after, None, "state leaked out of a committed transaction");
+                assert_eq!(
+                    seen,
+                    [mine.clone(), mine],
+                    "a transaction saw another's state"
+                );
+                let after = values(
+                    &client
+                        .simple_query("SELECT coalesce(current_setting('pgring.owner', true), '')")
+                        .await
+                        .unwrap(),
+                );
+                assert_eq!(after, [""], "state leaked out of a committed transaction");
             }
         }));
     }
@@ -232,14 +245,7 @@ async fn statement_mode_refuses_transaction_blocks() {
     assert!(db.message().contains("statement pooling mode"), "{db:?}");
     // The session goes on, outside any transaction.
     let rows = client.simple_query("SELECT 2").await.unwrap();
-    let values: Vec<_> = rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(values, ["2"]);
+    assert_eq!(values(&rows), ["2"]);
     // Everyone else still gets served.
     let other = connect(s.pgring.port()).await;
     other.query_one("SELECT 1", &[]).await.unwrap();
@@ -274,6 +280,17 @@ async fn cancel_request_arriving_on_another_shard_reaches_the_backend() {
     let s = setup("pool_mode = \"transaction\"\ndefault_pool_size = 4\nshards = 2");
     // Unix-socket clients are dealt round-robin over the shards by shard 0, so the query
     // (first connection) and its cancel request (second) land on different shards.
+    // The TCP port answers as soon as any shard listens; the Unix socket is shard 0's.
+    let socket = s.pgring.dir().join(format!(".s.PGSQL.{}", s.pgring.port()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no Unix socket:\n{}",
+            s.pgring.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let unix = format!(
         "host={} port={} user=app password=apppass dbname=app",
         s.pgring.dir().display(),
@@ -393,7 +410,16 @@ async fn graceful_shutdown_lets_the_transaction_in_flight_finish() {
         .await
         .unwrap()
         .expect("the transaction in flight commits");
-    assert_eq!(s.pg.psql("SELECT count(*) FROM t").trim(), "1");
+    let out = psql_cmd(
+        s.pg.port(),
+        s.pg.superuser(),
+        s.pg.superuser_password(),
+        "app",
+    )
+    .args(["-c", "SELECT count(*) FROM t"])
+    .output()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
     let status = s
         .pgring
         .wait_exit(Duration::from_secs(10))
