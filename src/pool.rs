@@ -10,8 +10,8 @@
 //! live and die on their shard, touched by one thread only, with no locks.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::rc::Rc;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
@@ -57,10 +57,76 @@ pub struct PoolSettings {
     pub server_check_delay: Duration,
     pub server_check_query: String,
     pub connect: ConnectOptions,
+    /// This shard's share of `max_db_connections` for the pool's database (0 = none).
+    pub max_db_connections: u32,
+    /// This shard's share of `max_user_connections` for the pool's server user (0 = none).
+    pub max_user_connections: u32,
+}
+
+/// Server connections open on one shard per database and per server user, for
+/// `max_db_connections` and `max_user_connections`, which span pools. Shared by the
+/// shard's pools (`Rc`, one thread).
+#[derive(Default)]
+pub struct ServerLimits {
+    per_db: RefCell<HashMap<String, u32>>,
+    per_user: RefCell<HashMap<String, u32>>,
+    pools: RefCell<Vec<Weak<Pool>>>,
+}
+
+impl ServerLimits {
+    /// Counts one more connection if both limits allow it.
+    fn try_take(&self, db: &str, db_limit: u32, user: &str, user_limit: u32) -> bool {
+        let mut per_db = self.per_db.borrow_mut();
+        let mut per_user = self.per_user.borrow_mut();
+        let d = per_db.get(db).copied().unwrap_or(0);
+        let u = per_user.get(user).copied().unwrap_or(0);
+        if (db_limit > 0 && d >= db_limit) || (user_limit > 0 && u >= user_limit) {
+            return false;
+        }
+        per_db.insert(db.to_owned(), d + 1);
+        per_user.insert(user.to_owned(), u + 1);
+        true
+    }
+
+    fn give_back(&self, db: &str, user: &str) {
+        if let Some(d) = self.per_db.borrow_mut().get_mut(db) {
+            *d = d.saturating_sub(1);
+        }
+        if let Some(u) = self.per_user.borrow_mut().get_mut(user) {
+            *u = u.saturating_sub(1);
+        }
+    }
+
+    /// Closes one idle connection of another pool that shares the database or the user
+    /// with `asking`, to make room under a limit. True if one was closed.
+    fn evict_for(&self, asking: &Pool) -> bool {
+        self.pools.borrow_mut().retain(|w| w.strong_count() > 0);
+        let pools: Vec<Rc<Pool>> = self
+            .pools
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for pool in pools {
+            if std::ptr::eq(Rc::as_ptr(&pool), asking)
+                || (pool.key.database != asking.key.database
+                    && pool.target.user != asking.target.user)
+            {
+                continue;
+            }
+            let victim = pool.idle.borrow_mut().pop();
+            if let Some(conn) = victim {
+                pool.discard(conn);
+                return true;
+            }
+        }
+        false
+    }
 }
 
 pub struct Pool {
     pub key: PoolKey,
+    limits: Rc<ServerLimits>,
     pub target: ServerTarget,
     address: Rc<ServerAddress>,
     pub settings: RefCell<PoolSettings>,
@@ -87,10 +153,12 @@ impl Pool {
         target: ServerTarget,
         settings: PoolSettings,
         credential: ServerCredential,
+        limits: Rc<ServerLimits>,
     ) -> Rc<Pool> {
         let address = Rc::new(target.address.clone());
-        Rc::new(Pool {
+        let pool = Rc::new(Pool {
             key,
+            limits: limits.clone(),
             target,
             address,
             settings: RefCell::new(settings),
@@ -99,7 +167,9 @@ impl Pool {
             open: Cell::new(0),
             waiters: RefCell::new(VecDeque::new()),
             welcome: RefCell::new(None),
-        })
+        });
+        limits.pools.borrow_mut().push(Rc::downgrade(&pool));
+        pool
     }
 
     pub fn mode(&self) -> PoolMode {
@@ -147,8 +217,17 @@ impl Pool {
             let waited = started.elapsed();
             let reserve_open = reserve > 0 && waited >= reserve_timeout;
             let limit = if reserve_open { size + reserve } else { size };
+            let mut held_by_shared_limit = false;
             if self.open.get() < limit {
-                return self.open_new().await;
+                if self.take_shared_slot() {
+                    return self.open_new().await;
+                }
+                // max_db_connections / max_user_connections: make room from another
+                // pool's idle connections, else wait and look again.
+                if self.limits.evict_for(self) && self.take_shared_slot() {
+                    return self.open_new().await;
+                }
+                held_by_shared_limit = true;
             }
             // Wait for a release; wake early to try the reserve pool.
             let remaining = if wait_timeout.is_zero() {
@@ -159,22 +238,20 @@ impl Pool {
                     _ => return Err(wait_timeout_error()),
                 }
             };
-            let nap = match (remaining, reserve > 0 && !reserve_open) {
-                (Some(r), true) => Some(
-                    r.min(
-                        reserve_timeout
-                            .saturating_sub(waited)
-                            .max(Duration::from_millis(1)),
-                    ),
-                ),
-                (Some(r), false) => Some(r),
-                (None, true) => Some(
-                    reserve_timeout
-                        .saturating_sub(waited)
-                        .max(Duration::from_millis(1)),
-                ),
-                (None, false) => None,
-            };
+            // Wake early to try the reserve pool, or to look at the shared limits again
+            // (a connection closing in another pool does not wake this pool's waiters).
+            let mut wake = remaining;
+            if reserve > 0 && !reserve_open {
+                let to_reserve = reserve_timeout
+                    .saturating_sub(waited)
+                    .max(Duration::from_millis(1));
+                wake = Some(wake.map_or(to_reserve, |w| w.min(to_reserve)));
+            }
+            if held_by_shared_limit {
+                let poll = Duration::from_millis(50);
+                wake = Some(wake.map_or(poll, |w| w.min(poll)));
+            }
+            let nap = wake;
             let (tx, rx) = oneshot::channel();
             self.waiters.borrow_mut().push_back(tx);
             let got = futures_lite::future::or(async { Some(rx.await) }, async {
@@ -236,6 +313,18 @@ impl Pool {
         }
     }
 
+    /// Counts a new connection against the limits shared with other pools.
+    fn take_shared_slot(&self) -> bool {
+        let s = self.settings.borrow();
+        self.limits.try_take(
+            &self.key.database,
+            s.max_db_connections,
+            &self.target.user,
+            s.max_user_connections,
+        )
+    }
+
+    /// Opens a connection; the caller has taken its shared slot.
     async fn open_new(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
         self.open.set(self.open.get() + 1);
         let credential = self.credential.borrow().clone();
@@ -289,6 +378,7 @@ impl Pool {
     /// A connection slot became free: let the first waiter open a new connection.
     fn slot_freed(&self) {
         self.open.set(self.open.get().saturating_sub(1));
+        self.limits.give_back(&self.key.database, &self.target.user);
         // Dropping the sender wakes the waiter with `Canceled`, which means "try again".
         while let Some(waiter) = self.waiters.borrow_mut().pop_front() {
             if !waiter.is_canceled() {
@@ -333,6 +423,9 @@ impl Pool {
 
     /// Opens one connection and parks it idle (for `min_pool_size`).
     pub async fn prefill_one(self: &Rc<Self>) -> Result<(), SessionError> {
+        if !self.take_shared_slot() {
+            return Ok(());
+        }
         let conn = self.open_new().await?;
         self.release(conn);
         Ok(())

@@ -31,7 +31,7 @@ use crate::client::{self, Peer};
 use crate::config::{Config, DatabaseConfig};
 use crate::error::{Fault, SessionError};
 use crate::net::{self, Keepalive, Stream};
-use crate::pool::{shard_share, Pool, PoolKey, PoolSettings};
+use crate::pool::{shard_share, Pool, PoolKey, PoolSettings, ServerLimits};
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;
 use crate::server::{ConnectOptions, ServerCredential, ServerTarget};
@@ -115,6 +115,7 @@ pub struct Shard {
     config: RefCell<Arc<Config>>,
     seen_generation: Cell<u64>,
     pools: RefCell<HashMap<PoolKey, Rc<Pool>>>,
+    server_limits: Rc<ServerLimits>,
     pub cancel: CancelRegistry,
     peers: OnceCell<Senders<ShardMsg>>,
     shutting_down: Cell<bool>,
@@ -132,6 +133,7 @@ impl Shard {
             config: RefCell::new(config),
             seen_generation: Cell::new(0),
             pools: RefCell::new(HashMap::new()),
+            server_limits: Rc::new(ServerLimits::default()),
             cancel: CancelRegistry::new(id),
             peers: OnceCell::new(),
             shutting_down: Cell::new(false),
@@ -196,8 +198,14 @@ impl Shard {
             ));
         }
         let credential = self.credential_for(db, &target.user);
-        let settings = self.pool_settings(&config, db, user);
-        let pool = Pool::new(key.clone(), target, settings, credential);
+        let settings = self.pool_settings(&config, db, &target.user, user);
+        let pool = Pool::new(
+            key.clone(),
+            target,
+            settings,
+            credential,
+            self.server_limits.clone(),
+        );
         self.pools.borrow_mut().insert(key, pool.clone());
         Ok(pool)
     }
@@ -225,9 +233,27 @@ impl Shard {
         }
     }
 
-    fn pool_settings(&self, config: &Config, db: &DatabaseConfig, user: &str) -> PoolSettings {
+    /// A pool's settings: `user` is the client's user (per-user pool settings),
+    /// `server_user` the one server connections log in as (`max_user_connections`).
+    fn pool_settings(
+        &self,
+        config: &Config,
+        db: &DatabaseConfig,
+        server_user: &str,
+        user: &str,
+    ) -> PoolSettings {
         let p = &config.pooler;
         let share = |limit: u32| shard_share(limit, self.count, self.id);
+        let max_db = db
+            .max_db_connections
+            .filter(|&n| n > 0)
+            .unwrap_or(p.max_db_connections);
+        let max_user = config
+            .users
+            .get(server_user)
+            .and_then(|u| u.max_user_connections)
+            .filter(|&n| n > 0)
+            .unwrap_or(p.max_user_connections);
         PoolSettings {
             mode: config.pool_mode(db, user),
             size: share(config.pool_size(db, user)),
@@ -252,6 +278,8 @@ impl Shard {
                 keepalive: Keepalive::from_config(p),
                 max_message: p.max_packet_size as usize,
             },
+            max_db_connections: share(max_db),
+            max_user_connections: share(max_user),
         }
     }
 
@@ -266,7 +294,8 @@ impl Shard {
         *self.config.borrow_mut() = config.clone();
         for pool in self.pools.borrow().values() {
             if let Some(db) = config.database(&pool.key.database) {
-                *pool.settings.borrow_mut() = self.pool_settings(&config, db, &pool.key.user);
+                *pool.settings.borrow_mut() =
+                    self.pool_settings(&config, db, &pool.target.user, &pool.key.user);
                 let credential = self.credential_for(db, &pool.target.user);
                 if !matches!(credential, ServerCredential::None) {
                     pool.set_credential(credential);

@@ -432,3 +432,51 @@ async fn graceful_shutdown_lets_the_transaction_in_flight_finish() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_caps_server_connections_across_pools() {
+    let pg = PgCluster::start();
+    pg.create_role("app", "apppass", "");
+    pg.create_role("app2", "app2pass", "");
+    pg.create_database("app", "app");
+    pg.psql("GRANT ALL ON DATABASE app TO app2");
+    let pgring = start_pgring(
+        &pg,
+        "pool_mode = \"transaction\"\ndefault_pool_size = 5\nshards = 1\nmax_db_connections = 2",
+        "\"app\" \"apppass\"\n\"app2\" \"app2pass\"\n",
+    );
+    let port = pgring.port();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (user, password) = if i % 2 == 0 {
+            ("app", "apppass")
+        } else {
+            ("app2", "app2pass")
+        };
+        let conn = format!("host=127.0.0.1 port={port} user={user} password={password} dbname=app");
+        tasks.push(tokio::spawn(async move {
+            let client = connect_with(&conn).await;
+            for _ in 0..3 {
+                client.simple_query("SELECT pg_sleep(0.05)").await.unwrap();
+            }
+        }));
+    }
+    let mut most = 0;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        let n: i64 = pg
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' AND usename IN ('app', 'app2')")
+            .trim()
+            .parse()
+            .unwrap();
+        most = most.max(n);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.await.expect("every client is served");
+    }
+    assert!(
+        most <= 2,
+        "{most} server connections to app with max_db_connections = 2"
+    );
+    assert!(most >= 1);
+}
