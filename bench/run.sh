@@ -9,6 +9,7 @@
 #   --seconds N   BENCH_SECONDS  pgbench -T per run (default 20)
 #   --rounds N    BENCH_ROUNDS   rounds; each round runs pgring, PgBouncer, direct (default 3)
 #   --scale N     BENCH_SCALE    pgbench -i scale (default 10)
+#   --shards N    BENCH_SHARDS   pgring's shard count (default: one per core)
 #   --no-record                  print the tables only: no bench/results/*.json, no RESULTS.md
 #   KEEP_ON_FAILURE=1            keep the temp folder (logs, configs) when something fails
 #
@@ -35,6 +36,7 @@ COMMAND="bench/run.sh${*:+ $*}"
 SECONDS_PER_RUN=${BENCH_SECONDS:-20}
 ROUNDS=${BENCH_ROUNDS:-3}
 SCALE=${BENCH_SCALE:-10}
+SHARDS=${BENCH_SHARDS:-}
 RECORD=1
 POOL_SIZE=20
 
@@ -56,6 +58,10 @@ while (($#)); do
             ;;
         --scale)
             SCALE=${2:?--scale needs a value}
+            shift
+            ;;
+        --shards)
+            SHARDS=${2:?--shards needs a value}
             shift
             ;;
         --no-record) RECORD="" ;;
@@ -99,6 +105,7 @@ PGRING_VERSION=$(target/release/pgring --version 2>/dev/null || echo unknown)
 lib_init
 find_pgbouncer
 NPROC=$(nproc)
+SHARDS=${SHARDS:-$NPROC}
 STARTED_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 
@@ -117,7 +124,7 @@ PGPASSWORD=$APP_PASSWORD pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$PG_PORT" -U
 }
 
 write_userlist
-start_pgring "$NPROC" "$POOL_SIZE"
+start_pgring "$SHARDS" "$POOL_SIZE"
 start_pgbouncer "$POOL_SIZE"
 
 port_of() {
@@ -242,7 +249,7 @@ FINISHED_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     printf 'rounds\t%s\n' "$ROUNDS"
     printf 'scale\t%s\n' "$SCALE"
     printf 'pool_size\t%s\n' "$POOL_SIZE"
-    printf 'pgring_shards\t%s\n' "$NPROC"
+    printf 'pgring_shards\t%s\n' "$SHARDS"
 } >"$RUNS_DIR/meta.tsv"
 cp "$WORK/pgring.toml" "$RUNS_DIR/pgring.toml"
 cp "$WORK/pgbouncer/pgbouncer.ini" "$RUNS_DIR/pgbouncer.ini"

@@ -252,7 +252,7 @@ impl Session<'_> {
                 return Ok((pos, true));
             }
             if let Some(t) = msg_tag {
-                if self.tracker.owed_ready() == 0 {
+                if self.tracker.owed_ready() == 0 && !self.limits.query_timeout.is_zero() {
                     self.query_started = Some(Instant::now());
                 }
                 self.tracker.on_client_message(t);
