@@ -244,7 +244,8 @@ write_userlist() {
     chmod 640 "$WORK/userlist.txt"
 }
 
-# start_pgring SHARDS POOL_SIZE: writes $WORK/pgring.toml and starts target/release/pgring.
+# start_pgring SHARDS POOL_SIZE: writes $WORK/pgring.toml and starts $PGRING_BIN
+# (default target/release/pgring).
 start_pgring() {
     local shards=$1 pool_size=$2
     PGRING_PORT=$(free_port)
@@ -267,7 +268,7 @@ shutdown_timeout = 5
 $APP_DB = { host = "127.0.0.1", port = $PG_PORT, dbname = "$APP_DB" }
 TOML
     log "starting pgring on port $PGRING_PORT ($shards shard(s), transaction pooling, pool size $pool_size, md5)"
-    "$REPO_ROOT/target/release/pgring" --config "$WORK/pgring.toml" >"$WORK/pgring.log" 2>&1 &
+    "${PGRING_BIN:-$REPO_ROOT/target/release/pgring}" --config "$WORK/pgring.toml" >"$WORK/pgring.log" 2>&1 &
     PGRING_PID=$!
     wait_sql_ready "$PGRING_PORT" "$PGRING_PID" "$WORK/pgring.log" 30 pgring
     note "pgring is up (pid $PGRING_PID)"
