@@ -255,21 +255,23 @@ async fn statement_mode_refuses_transaction_blocks() {
 async fn cancel_sleep(conn_str: &str) {
     let client = connect_with(conn_str).await;
     let token = client.cancel_token();
-    let started = Instant::now();
     let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(10)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
     token
         .cancel_query(NoTls)
         .await
         .expect("cancel request sent");
-    let result = tokio::time::timeout(Duration::from_secs(3), sleeper)
+    let result = tokio::time::timeout(Duration::from_secs(8), sleeper)
         .await
         .expect("the query ended after the cancel")
         .unwrap();
     let err = result.expect_err("pg_sleep was cancelled");
     assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    // Typically a few milliseconds; the bound only says "the cancel, not the 10 s sleep,
+    // ended the query", with room for a loaded machine.
     assert!(
-        started.elapsed() < Duration::from_millis(1300),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
