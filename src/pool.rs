@@ -56,6 +56,8 @@ pub struct PoolSettings {
     pub server_idle_timeout: Duration,
     pub server_check_delay: Duration,
     pub server_check_query: String,
+    /// How long a failed server login is reported to new clients before trying again.
+    pub server_login_retry: Duration,
     pub connect: ConnectOptions,
     /// This shard's share of `max_db_connections` for the pool's database (0 = none).
     pub max_db_connections: u32,
@@ -137,6 +139,8 @@ pub struct Pool {
     waiters: RefCell<VecDeque<oneshot::Sender<ServerConn>>>,
     /// Parameters a fresh server reports, shown to clients at login.
     welcome: RefCell<Option<Vec<(String, String)>>>,
+    /// The latest failed connection attempt, for `server_login_retry`.
+    last_login_failure: RefCell<Option<(Instant, SessionError)>>,
 }
 
 /// Counters for the periodic stats line and, later, SHOW POOLS.
@@ -167,6 +171,7 @@ impl Pool {
             open: Cell::new(0),
             waiters: RefCell::new(VecDeque::new()),
             welcome: RefCell::new(None),
+            last_login_failure: RefCell::new(None),
         });
         limits.pools.borrow_mut().push(Rc::downgrade(&pool));
         pool
@@ -188,6 +193,15 @@ impl Pool {
     /// keys recovered from a client's proof).
     pub fn set_credential(&self, credential: ServerCredential) {
         *self.credential.borrow_mut() = credential;
+        self.last_login_failure.borrow_mut().take();
+    }
+
+    /// True while a failed server login is still within `server_login_retry`.
+    pub fn login_failing(&self) -> bool {
+        self.last_login_failure
+            .borrow()
+            .as_ref()
+            .is_some_and(|(when, _)| when.elapsed() < self.settings.borrow().server_login_retry)
     }
 
     pub fn has_credential(&self) -> bool {
@@ -276,14 +290,13 @@ impl Pool {
     async fn take_idle(self: &Rc<Self>) -> Option<ServerConn> {
         loop {
             let mut conn = self.idle.borrow_mut().pop()?;
-            let (lifetime, idle_timeout, check_delay, check_query, max_message) = {
+            let (lifetime, idle_timeout, check_delay, has_check) = {
                 let s = self.settings.borrow();
                 (
                     s.server_lifetime,
                     s.server_idle_timeout,
                     s.server_check_delay,
-                    s.server_check_query.clone(),
-                    s.connect.max_message,
+                    !s.server_check_query.is_empty(),
                 )
             };
             let now = Instant::now();
@@ -297,8 +310,9 @@ impl Pool {
                 self.discard(conn);
                 continue;
             }
-            if !check_query.is_empty() && idle_for >= check_delay {
-                if let Err(e) = conn.run_internal(&check_query, max_message).await {
+            if has_check && idle_for >= check_delay {
+                let check_query = self.settings.borrow().server_check_query.clone();
+                if let Err(e) = conn.run_internal(&check_query).await {
                     log::warn!(
                         "{}/{}: server check failed, closing the connection: {e}",
                         self.key.database,
@@ -326,6 +340,14 @@ impl Pool {
 
     /// Opens a connection; the caller has taken its shared slot.
     async fn open_new(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
+        // After a failed login, clients get that failure at once for server_login_retry
+        // instead of each one trying (and waiting for) the server again.
+        if let Some((when, error)) = &*self.last_login_failure.borrow() {
+            if when.elapsed() < self.settings.borrow().server_login_retry {
+                self.limits.give_back(&self.key.database, &self.target.user);
+                return Err(error.clone());
+            }
+        }
         self.open.set(self.open.get() + 1);
         let credential = self.credential.borrow().clone();
         let opts = self.settings.borrow().connect;
@@ -334,9 +356,11 @@ impl Pool {
                 if self.welcome.borrow().is_none() {
                     *self.welcome.borrow_mut() = Some(conn.params.clone());
                 }
+                self.last_login_failure.borrow_mut().take();
                 Ok(conn)
             }
             Err(e) => {
+                *self.last_login_failure.borrow_mut() = Some((Instant::now(), e.clone()));
                 self.slot_freed();
                 Err(e)
             }

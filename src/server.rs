@@ -94,11 +94,7 @@ impl ServerConn {
     /// Runs a simple query of pgring's own and swallows its results, keeping the
     /// parameters the server reports. An ErrorResponse becomes `Err`, after the server
     /// is ready again.
-    pub async fn run_internal(
-        &mut self,
-        sql: &str,
-        max_message: usize,
-    ) -> Result<(), SessionError> {
+    pub async fn run_internal(&mut self, sql: &str) -> Result<(), SessionError> {
         let mut out = BytesMut::new();
         frontend::query(&mut out, sql);
         self.stream
@@ -107,7 +103,7 @@ impl ServerConn {
             .map_err(SessionError::server_io)?;
         let mut error = None;
         loop {
-            let (msg_tag, body, len) = self.read_message(max_message).await?;
+            let (msg_tag, body) = self.read_message().await?;
             match msg_tag {
                 tag::PARAMETER_STATUS => {
                     let (name, value) = backend::parse_parameter_status(&body)
@@ -120,7 +116,6 @@ impl ServerConn {
                 tag::READY_FOR_QUERY => {
                     let status = backend::parse_ready_for_query(&body)
                         .map_err(SessionError::server_protocol)?;
-                    let _ = len;
                     return match (error, status) {
                         (Some(e), _) => Err(SessionError::new(
                             Fault::Server,
@@ -140,11 +135,9 @@ impl ServerConn {
         }
     }
 
-    /// Reads one whole message (login and internal queries only).
-    async fn read_message(
-        &mut self,
-        max_message: usize,
-    ) -> Result<(u8, Vec<u8>, usize), SessionError> {
+    /// Reads one whole message (login and internal queries only; the framer's limit and
+    /// the buffer's ceiling bound its size).
+    async fn read_message(&mut self) -> Result<(u8, Vec<u8>), SessionError> {
         loop {
             match self
                 .framer
@@ -152,14 +145,13 @@ impl ServerConn {
                 .map_err(SessionError::server_protocol)?
             {
                 Step::Message { tag, body, len } => {
-                    let owned = (tag, body.to_vec(), len);
+                    let owned = (tag, body.to_vec());
                     self.rbuf.consume(len);
                     return Ok(owned);
                 }
                 Step::Partial { .. } => unreachable!("inspect is always true here"),
                 Step::NeedMore => {}
             }
-            let _ = max_message;
             let n = self
                 .rbuf
                 .fill(&mut self.stream)
@@ -239,7 +231,7 @@ pub async fn connect(
             last_used: Cell::new(Instant::now()),
             address,
         };
-        login(&mut conn, target, credential, opts.max_message).await?;
+        login(&mut conn, target, credential).await?;
         Ok(conn)
     };
     if opts.connect_timeout.is_zero() {
@@ -273,7 +265,6 @@ async fn login(
     conn: &mut ServerConn,
     target: &ServerTarget,
     credential: &ServerCredential,
-    max_message: usize,
 ) -> Result<(), SessionError> {
     let mut out = BytesMut::new();
     let mut params: Vec<(&str, &str)> = vec![
@@ -293,7 +284,7 @@ async fn login(
         .map_err(SessionError::server_io)?;
     let mut scram: Option<ScramState> = None;
     loop {
-        let (msg_tag, body, _) = conn.read_message(max_message).await?;
+        let (msg_tag, body) = conn.read_message().await?;
         out.clear();
         match msg_tag {
             tag::AUTHENTICATION => {

@@ -273,6 +273,7 @@ impl Shard {
             server_idle_timeout: p.server_idle_timeout,
             server_check_delay: p.server_check_delay,
             server_check_query: p.server_check_query.clone(),
+            server_login_retry: p.server_login_retry,
             connect: ConnectOptions {
                 connect_timeout: p.server_connect_timeout,
                 keepalive: Keepalive::from_config(p),
@@ -317,7 +318,11 @@ impl Shard {
             let counts = pool.counts();
             servers += counts.open;
             waiting += counts.waiting;
-            if missing > 0 && !self.is_shutting_down() && pool.has_credential() {
+            if missing > 0
+                && !self.is_shutting_down()
+                && pool.has_credential()
+                && !pool.login_failing()
+            {
                 let pool = pool.clone();
                 glommio::spawn_local(async move {
                     for _ in 0..missing {

@@ -482,3 +482,95 @@ async fn max_db_connections_caps_server_connections_across_pools() {
     );
     assert!(most >= 1);
 }
+
+#[test]
+fn failed_server_login_is_reported_until_server_login_retry_passes() {
+    let pg = PgCluster::start();
+    pg.create_role("app", "apppass", "");
+    pg.create_database("app", "app");
+    let port = free_port();
+    let config = config(&pg, port, "pool_mode = \"transaction\"\nshards = 1\nserver_login_retry = 2")
+        .replace(
+            "[databases]\n",
+            &format!(
+                "[databases]\nforced = {{ host = \"127.0.0.1\", port = {}, dbname = \"app\", user = \"app\", password = \"later\" }}\n",
+                pg.port()
+            ),
+        );
+    let pgring = Pgring::start(&config, &[("userlist.txt", USERLIST)]);
+    let attempt = || {
+        psql_cmd(pgring.port(), "app", "apppass", "forced")
+            .args(["-c", "SELECT 1"])
+            .output()
+            .unwrap()
+    };
+    let tried = Instant::now();
+    let first = attempt();
+    assert!(!first.status.success());
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("server login failed"), "{stderr}");
+
+    // The server now accepts the configured password, but within server_login_retry the
+    // failure is reported again without a new attempt.
+    pg.psql("ALTER ROLE app PASSWORD 'later'");
+    let second = attempt();
+    if tried.elapsed() < Duration::from_secs(2) {
+        assert!(!second.status.success(), "{second:?}");
+    }
+    // After it, the next login tries again and succeeds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = attempt();
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out:?}\n{}", pgring.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn query_timeout_and_idle_transaction_timeout_end_the_session_with_their_sqlstate() {
+    let s = setup(
+        "pool_mode = \"transaction\"\nshards = 1\ndefault_pool_size = 2\nquery_timeout = 1\nidle_transaction_timeout = 1",
+    );
+    let port = s.pgring.port();
+
+    let slow = connect(port).await;
+    let started = Instant::now();
+    let err = slow
+        .batch_execute("SELECT pg_sleep(20)")
+        .await
+        .expect_err("query_timeout ends the query");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("an ErrorResponse: {err:?}"));
+    assert_eq!(db.code(), &SqlState::QUERY_CANCELED, "{db:?}");
+    assert!(db.message().contains("query_timeout"), "{db:?}");
+
+    let idle = connect(port).await;
+    idle.batch_execute("BEGIN").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = idle
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("idle_transaction_timeout closed the session");
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT),
+        "{err:?}"
+    );
+
+    // Neither server connection went back to the pool mid-query or mid-transaction.
+    let other = connect(port).await;
+    let rows = other
+        .simple_query("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
+        .await
+        .unwrap();
+    assert_eq!(values(&rows), ["0"]);
+}

@@ -141,8 +141,7 @@ pub async fn run(
         // them, and refuse values PostgreSQL would refuse.
         let mut server = pool.acquire().await?;
         if let Some(sql) = client_params.alignment_sql(&server) {
-            let max = config.pooler.max_packet_size as usize;
-            match server.run_internal(&sql, max).await {
+            match server.run_internal(&sql).await {
                 Ok(()) => {
                     aligned.adopt_server_spelling(&server);
                     pool.release(server);

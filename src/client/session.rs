@@ -43,7 +43,6 @@ enum Event {
 /// Per-session settings, read once at login.
 struct Limits {
     mode: PoolMode,
-    max_message: usize,
     client_idle_timeout: Duration,
     idle_transaction_timeout: Duration,
     query_timeout: Duration,
@@ -54,9 +53,9 @@ struct Limits {
 pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
     let config = shard.config();
     let user_cfg = config.users.get(&login.user);
+    let max_message = config.pooler.max_packet_size as usize;
     let limits = Limits {
         mode: login.pool.mode(),
-        max_message: config.pooler.max_packet_size as usize,
         client_idle_timeout: user_cfg
             .and_then(|u| u.client_idle_timeout)
             .unwrap_or(config.pooler.client_idle_timeout),
@@ -82,12 +81,11 @@ pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
         cancel_key: login.cancel_key,
         limits,
         tracker: TxTracker::default(),
-        client_framer: Framer::new(usize::MAX),
+        client_framer: Framer::new(max_message),
         server: None,
         query_started: None,
         shutdown: shutdown_rx,
     };
-    session.client_framer = Framer::new(session.limits.max_message);
     let result = session.pump(&mut conn).await;
     session.finish().await;
     shard.cancel.unregister(login.cancel_key);
@@ -366,10 +364,7 @@ impl Session<'_> {
         }
         let mut server = self.server.take().expect("called with a server attached");
         self.shard.cancel.set_server(self.cancel_key, None);
-        match server
-            .run_internal("ROLLBACK", self.limits.max_message)
-            .await
-        {
+        match server.run_internal("ROLLBACK").await {
             Ok(()) => self.pool.release(server),
             Err(_) => self.pool.discard(server),
         }
@@ -417,7 +412,7 @@ impl Session<'_> {
     async fn attach(&mut self) -> Result<(), SessionError> {
         let mut server = self.pool.acquire().await?;
         if let Some(sql) = self.params.alignment_sql(&server) {
-            if let Err(e) = server.run_internal(&sql, self.limits.max_message).await {
+            if let Err(e) = server.run_internal(&sql).await {
                 if e.sqlstate == sqlstate::CONNECTION_FAILURE {
                     self.pool.discard(server);
                 } else {
@@ -444,8 +439,7 @@ impl Session<'_> {
                 // is not held up.
                 let pool = self.pool.clone();
                 let sql = self.limits.reset_query.clone();
-                let max = self.limits.max_message;
-                glommio::spawn_local(reset_and_release(pool, server, sql, max)).detach();
+                glommio::spawn_local(reset_and_release(pool, server, sql)).detach();
             } else {
                 self.pool.release(server);
             }
@@ -472,21 +466,15 @@ impl Session<'_> {
         }
         let reset = self.limits.mode == PoolMode::Session || self.limits.reset_always;
         if reset && !self.limits.reset_query.is_empty() {
-            reset_and_release(
-                self.pool.clone(),
-                server,
-                self.limits.reset_query.clone(),
-                self.limits.max_message,
-            )
-            .await;
+            reset_and_release(self.pool.clone(), server, self.limits.reset_query.clone()).await;
         } else {
             self.pool.release(server);
         }
     }
 }
 
-async fn reset_and_release(pool: Rc<Pool>, mut server: ServerConn, sql: String, max: usize) {
-    match server.run_internal(&sql, max).await {
+async fn reset_and_release(pool: Rc<Pool>, mut server: ServerConn, sql: String) {
+    match server.run_internal(&sql).await {
         Ok(()) => pool.release(server),
         Err(e) => {
             log::warn!(
