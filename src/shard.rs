@@ -481,15 +481,7 @@ fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -
                             })
                             .detach();
                         }
-                        ShardMsg::UnixClient(accepted) => {
-                            let stream = accepted.bind_to_executor();
-                            glommio::spawn_local(client::serve(
-                                shard.clone(),
-                                Stream::Unix(stream, None),
-                                Peer::Unix,
-                            ))
-                            .detach();
-                        }
+                        ShardMsg::UnixClient(accepted) => serve_unix(&shard, accepted),
                     }
                 }
             })
@@ -505,7 +497,7 @@ async fn accept_tcp(shard: Rc<Shard>, listener: TcpListener) {
                 if let Err(e) = net::configure_stream(&stream, keepalive) {
                     log::warn!("could not set socket options on a client connection: {e}");
                 }
-                let peer = stream.peer_addr().map(Peer::Tcp).unwrap_or(Peer::Unix);
+                let peer = stream.peer_addr().map(Peer::Tcp).unwrap_or(Peer::Unknown);
                 glommio::spawn_local(client::serve(shard.clone(), Stream::Tcp(stream), peer))
                     .detach();
             }
@@ -518,6 +510,12 @@ async fn accept_tcp(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Serves a Unix-socket client on this shard.
+fn serve_unix(shard: &Rc<Shard>, accepted: AcceptedUnixStream) {
+    let stream = Stream::Unix(accepted.bind_to_executor(), None);
+    glommio::spawn_local(client::serve(shard.clone(), stream, Peer::Unix)).detach();
+}
+
 async fn accept_unix(shard: Rc<Shard>, listener: UnixListener) {
     let mut next = 0usize;
     loop {
@@ -527,13 +525,7 @@ async fn accept_unix(shard: Rc<Shard>, listener: UnixListener) {
                 let target = next % shard.count;
                 next = next.wrapping_add(1);
                 if target == shard.id || shard.peers.get().is_none() {
-                    let stream = accepted.bind_to_executor();
-                    glommio::spawn_local(client::serve(
-                        shard.clone(),
-                        Stream::Unix(stream, None),
-                        Peer::Unix,
-                    ))
-                    .detach();
+                    serve_unix(&shard, accepted);
                 } else {
                     shard.send_to(target, ShardMsg::UnixClient(accepted)).await;
                 }

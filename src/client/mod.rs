@@ -32,6 +32,8 @@ const LOGIN_CEILING: usize = 64 * 1024;
 pub enum Peer {
     Tcp(SocketAddr),
     Unix,
+    /// The kernel could not say (the client left right after connecting).
+    Unknown,
 }
 
 impl std::fmt::Display for Peer {
@@ -39,6 +41,7 @@ impl std::fmt::Display for Peer {
         match self {
             Peer::Tcp(a) => write!(f, "{a}"),
             Peer::Unix => f.write_str("unix"),
+            Peer::Unknown => f.write_str("unknown peer"),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::encode::{begin, finish, put_cstr};
 use super::error::ProtocolError;
 use super::startup::{split_cstr, CancelKey};
 use super::tag;
@@ -28,26 +29,6 @@ impl Severity {
             Severity::Log => "LOG",
         }
     }
-}
-
-/// Starts a message with `tag` and a placeholder length; returns the length's offset.
-fn begin(out: &mut BytesMut, tag: u8) -> usize {
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_i32(0);
-    at
-}
-
-/// Writes the final length of a message begun at `at`.
-fn finish(out: &mut BytesMut, at: usize) {
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-fn put_cstr(out: &mut BytesMut, s: &str) {
-    // A NUL inside would end the field early; PostgreSQL never sends one, so neither do we.
-    out.extend(s.bytes().filter(|&b| b != 0));
-    out.put_u8(0);
 }
 
 /// ErrorResponse (or NoticeResponse when `notice`) with the fields pgring fills.

@@ -4,46 +4,24 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::encode::{begin, begin_untagged, finish, put_cstr};
 use super::error::ProtocolError;
 use super::startup::{split_cstr, CancelKey};
 use super::{tag, CANCEL_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE};
-
-fn begin(out: &mut BytesMut, tag: u8) -> usize {
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_i32(0);
-    at
-}
-
-fn finish(out: &mut BytesMut, at: usize) {
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-fn put_cstr(out: &mut BytesMut, s: &str) {
-    out.extend(s.bytes().filter(|&b| b != 0));
-    out.put_u8(0);
-}
 
 /// StartupMessage for protocol 3.0.
 pub fn startup_message<'a>(
     out: &mut BytesMut,
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) {
-    let at = out.len();
-    out.put_i32(0);
+    let at = begin_untagged(out);
     out.put_i32(PROTOCOL_3_0);
     for (name, value) in params {
         put_cstr(out, name);
         put_cstr(out, value);
     }
     out.put_u8(0);
-    finish_untagged(out, at);
-}
-
-fn finish_untagged(out: &mut BytesMut, at: usize) {
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    finish(out, at);
 }
 
 pub fn ssl_request(out: &mut BytesMut) {

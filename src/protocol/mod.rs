@@ -19,6 +19,7 @@
 //! when a server connection may go back to the pool.
 
 pub mod backend;
+mod encode;
 pub mod error;
 pub mod framing;
 pub mod frontend;
