@@ -450,7 +450,7 @@ pub async fn run(
         if shard.shared.shutdown.load(Ordering::Acquire) && !shard.is_shutting_down() {
             shard.shutting_down.set(true);
             // Stop accepting; idle clients are closed, busy ones finish their transaction.
-            tasks.retain(|_| false);
+            tasks.clear();
             shard.cancel.signal_shutdown();
         }
         if shard.is_shutting_down() && shard.cancel.is_empty() && shard.shared.client_count() == 0 {
