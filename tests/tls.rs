@@ -344,14 +344,51 @@ fn plaintext_buffered_after_ssl_request_is_refused() {
     sock.read_to_end(&mut reply)
         .expect("pgring closes the connection");
     assert_ne!(reply.first(), Some(&b'S'), "no TLS handshake may start");
-    assert_ne!(reply.first(), Some(&b'N'));
-    // At most a plaintext error, never an answer to the injected startup packet.
-    assert!(
-        reply.is_empty() || reply[0] == b'E',
-        "unexpected reply {reply:?}"
-    );
+    // A plaintext FATAL, as from PostgreSQL; never an answer to the injected startup packet.
+    assert_eq!(reply.first(), Some(&b'E'), "unexpected reply {reply:?}");
     let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains("received unencrypted data after encryption request"),
+        "{text}"
+    );
     assert!(!text.contains("password"), "{text}");
+}
+
+#[test]
+fn protocols_limit_the_tls_version() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let (cert, key) = ca.leaf("pgring test server", true);
+    let start = |protocols: &str| {
+        let pooler = format!(
+            "client_tls_sslmode = \"require\"\nclient_tls_protocols = \"{protocols}\"\n\
+             client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\""
+        );
+        Pgring::start(
+            &config(&pg, free_port(), &pooler),
+            &[
+                ("userlist.txt", USERLIST),
+                ("server.pem", &cert),
+                ("server.key", &key),
+            ],
+        )
+    };
+    let tls12 = start("tlsv1.2");
+    let out = psql(tls12.port(), &[("PGSSLMODE", "require")], "\\conninfo");
+    let info = assert_ok(&out, &tls12);
+    assert!(info.contains("TLSv1.2"), "{info}");
+    let tls13 = start("tlsv1.3");
+    let out = psql(
+        tls13.port(),
+        &[
+            ("PGSSLMODE", "require"),
+            ("PGSSLMAXPROTOCOLVERSION", "TLSv1.2"),
+        ],
+        "SELECT 1",
+    );
+    assert!(!out.status.success(), "a TLS 1.2 client got through");
+    let out = psql(tls13.port(), &[("PGSSLMODE", "require")], "\\conninfo");
+    assert!(assert_ok(&out, &tls13).contains("TLSv1.3"));
 }
 
 #[test]
@@ -457,4 +494,41 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
     assert!(line.contains("client_tls_key_file"), "{line}");
     assert!(line.contains("server.key"), "{line}");
     assert_eq!(assert_ok(&verify(&new_root), &s.pgring).trim(), "1");
+}
+
+#[test]
+fn a_stalled_handshake_counts_against_client_login_timeout() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let (cert, key) = ca.leaf("pgring test server", true);
+    let pooler = "client_login_timeout = 1\nclient_tls_sslmode = \"require\"\n\
+                  client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\"";
+    let pgring = Pgring::start(
+        &config(&pg, free_port(), pooler),
+        &[
+            ("userlist.txt", USERLIST),
+            ("server.pem", &cert),
+            ("server.key", &key),
+        ],
+    );
+    let mut sock = TcpStream::connect(("127.0.0.1", pgring.port())).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = Vec::new();
+    request.extend_from_slice(&8i32.to_be_bytes());
+    request.extend_from_slice(&80_877_103i32.to_be_bytes());
+    let started = Instant::now();
+    sock.write_all(&request).unwrap();
+    let mut answer = [0u8; 1];
+    sock.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[0], b'S');
+    // No ClientHello follows: pgring gives up after client_login_timeout.
+    let mut rest = Vec::new();
+    sock.read_to_end(&mut rest)
+        .expect("pgring closes the connection");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
 }
