@@ -19,3 +19,4 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod timeout;
+pub mod tls;

@@ -32,7 +32,7 @@ struct Args {
     #[arg(short, long, value_name = "FILE")]
     config: PathBuf,
 
-    /// Validate the config (and auth_file), print the effective configuration and exit.
+    /// Validate the config (and auth_file, TLS files), print the effective configuration and exit.
     #[arg(long)]
     check: bool,
 
@@ -56,6 +56,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     if args.check {
         runtime::load_auth_table(&config)?;
+        pgring::tls::server_config(&config.pooler)?;
         print!("{}", config.to_toml());
         return Ok(());
     }

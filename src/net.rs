@@ -1,6 +1,6 @@
 //! Sockets: listeners bound per shard with SO_REUSEPORT, the socket options every
 //! connection gets, and [`Stream`], the one type sessions read and write whatever the
-//! transport (TCP or Unix socket; TLS joins here later).
+//! transport (TCP, Unix socket, or TLS over either).
 //!
 //! Invariant: every TCP socket pgring accepts or opens has TCP_NODELAY set (without it a
 //! TLS handshake stalls ~40 ms on delayed ACKs) and keepalive as configured.
@@ -110,6 +110,12 @@ pub enum Stream {
     /// A Unix-socket connection, with its fd when pgring opened it (glommio does not
     /// expose the fd of a Unix stream; server connections need it for liveness checks).
     Unix(UnixStream, Option<RawFd>),
+    /// A client's TLS session over its TCP stream (boxed: the session state is large,
+    /// and the plaintext variants should not pay for it).
+    Tls(Box<futures_rustls::server::TlsStream<Stream>>),
+    /// Nothing: left in place while the transport is moved into a TLS session, and
+    /// stays when the handshake fails. Reads see EOF, writes fail.
+    Detached,
 }
 
 /// Connects to a Unix socket without blocking the shard: a non-blocking connect either
@@ -126,16 +132,34 @@ pub fn connect_unix(path: &Path) -> io::Result<Stream> {
 
 impl Stream {
     pub fn is_unix(&self) -> bool {
-        matches!(self, Stream::Unix(..))
+        match self {
+            Stream::Unix(..) => true,
+            Stream::Tls(s) => s.get_ref().0.is_unix(),
+            Stream::Tcp(_) | Stream::Detached => false,
+        }
     }
 
-    /// Half-closes the connection: the peer reads EOF after what was sent.
-    pub async fn shutdown_write(&self) -> io::Result<()> {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Half-closes the connection: the peer reads EOF after what was sent (over TLS,
+    /// after a close_notify alert).
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write).await,
-            Stream::Unix(s, _) => s.shutdown(std::net::Shutdown::Write).await,
+            Stream::Tcp(s) => s
+                .shutdown(std::net::Shutdown::Write)
+                .await
+                .map_err(io::Error::from),
+            Stream::Unix(s, _) => s
+                .shutdown(std::net::Shutdown::Write)
+                .await
+                .map_err(io::Error::from),
+            // close_notify, flush, then the inner stream's poll_close, which glommio
+            // implements as shutdown(Write): reading stays possible.
+            Stream::Tls(s) => futures_lite::AsyncWriteExt::close(&mut **s).await,
+            Stream::Detached => Err(detached()),
         }
-        .map_err(io::Error::from)
     }
 
     /// True when the peer has closed the connection or sent something unasked (a
@@ -145,7 +169,8 @@ impl Stream {
         let fd = match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(_, Some(fd)) => *fd,
-            Stream::Unix(_, None) => return false,
+            Stream::Unix(_, None) | Stream::Detached => return false,
+            Stream::Tls(s) => return s.get_ref().0.closed_or_unsolicited(),
         };
         let mut byte = 0u8;
         // SAFETY: a one-byte buffer on the stack; MSG_PEEK leaves the data in place and
@@ -166,6 +191,13 @@ impl Stream {
     }
 }
 
+fn detached() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection has no transport",
+    )
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -175,6 +207,8 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s, _) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Detached => Poll::Ready(Ok(0)),
         }
     }
 }
@@ -188,6 +222,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s, _) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
@@ -195,6 +231,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s, _) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::Detached => Poll::Ready(Ok(())),
         }
     }
 
@@ -202,6 +240,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_close(cx),
             Stream::Unix(s, _) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            Stream::Detached => Poll::Ready(Ok(())),
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum StartError {
          `ulimit -l unlimited` or LimitMEMLOCK=infinity under systemd)"
     )]
     Executor { shard: usize, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Listen(String),
     #[error("shards = {0} is more than pgring's cancel keys can name ({max})", max = crate::cancel::MAX_SHARDS)]
@@ -102,8 +104,9 @@ pub fn start(config: Config) -> Result<Runtime, StartError> {
     }
     raise_memlock_limit();
     let auth = load_auth_table(&config)?;
+    let tls = crate::tls::server_config(&config.pooler)?;
     let config_path = config.path.clone();
-    let shared = Arc::new(Shared::new(Arc::new(config), Arc::new(auth), shards));
+    let shared = Arc::new(Shared::new(Arc::new(config), Arc::new(auth), tls, shards));
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -162,8 +165,8 @@ impl Runtime {
         &self.shared
     }
 
-    /// Re-reads the config file and auth_file; on any error the running configuration is
-    /// kept and the error logged.
+    /// Re-reads the config file, auth_file and client TLS files; on any error the running
+    /// configuration (all of it, TLS included) is kept and the error logged.
     pub fn reload(&self) {
         let config = match Config::load(&self.config_path) {
             Ok(c) => c,
@@ -199,7 +202,14 @@ impl Runtime {
                 return;
             }
         };
-        self.shared.reload(Arc::new(config), Arc::new(auth));
+        let tls = match crate::tls::server_config(&config.pooler) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        self.shared.reload(Arc::new(config), Arc::new(auth), tls);
     }
 
     /// Serves signals until shutdown: SIGHUP reloads; SIGINT/SIGTERM stop accepting, let

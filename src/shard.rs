@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::net::{AcceptedUnixStream, TcpListener, UnixListener};
 use glommio::Task;
@@ -60,6 +60,8 @@ pub struct ShardStats {
 pub struct Shared {
     pub config: ArcSwap<Config>,
     pub auth: ArcSwap<AuthTable>,
+    /// The rustls configuration for client handshakes; `None` when client TLS is off.
+    pub tls: ArcSwapOption<rustls::ServerConfig>,
     /// Bumped after every successful reload.
     generation: AtomicU64,
     clients: AtomicU32,
@@ -68,10 +70,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, auth: Arc<AuthTable>, shards: usize) -> Shared {
+    pub fn new(
+        config: Arc<Config>,
+        auth: Arc<AuthTable>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shards: usize,
+    ) -> Shared {
         Shared {
             config: ArcSwap::new(config),
             auth: ArcSwap::new(auth),
+            tls: ArcSwapOption::new(tls),
             generation: AtomicU64::new(0),
             clients: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),
@@ -79,10 +87,17 @@ impl Shared {
         }
     }
 
-    /// Publishes a new configuration and auth table to every shard.
-    pub fn reload(&self, config: Arc<Config>, auth: Arc<AuthTable>) {
+    /// Publishes a new configuration, auth table and client TLS configuration to every
+    /// shard.
+    pub fn reload(
+        &self,
+        config: Arc<Config>,
+        auth: Arc<AuthTable>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) {
         self.config.store(config);
         self.auth.store(auth);
+        self.tls.store(tls);
         self.generation.fetch_add(1, Ordering::Release);
     }
 

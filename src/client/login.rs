@@ -15,6 +15,7 @@ use crate::auth::scram::{ScramSecret, ScramServer};
 use crate::auth::table::UserAuth;
 use crate::config::AuthType;
 use crate::error::{Fault, SessionError};
+use crate::net::Stream;
 use crate::pool::Pool;
 use crate::protocol::backend::{self, Authentication};
 use crate::protocol::framing::split_message;
@@ -50,8 +51,11 @@ pub async fn run(
 ) -> Result<Outcome, SessionError> {
     let (minor, params) = loop {
         match read_startup(conn).await? {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                // No TLS or GSS encryption on this listener: say 'N' and read on.
+            request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+                // Whatever the answer, nothing may follow the request before it: bytes
+                // already buffered were sent in plaintext before the client saw the
+                // answer, and must not be read as if they came through TLS
+                // (CVE-2021-23214).
                 if !conn.rbuf.is_empty() {
                     return Err(SessionError::new(
                         Fault::Client,
@@ -59,12 +63,38 @@ pub async fn run(
                         "received unencrypted data after encryption request",
                     ));
                 }
-                conn.write_all(b"N").await?;
+                // TLS over TCP only, once, as PostgreSQL; no GSS encryption at all.
+                let tls = match request {
+                    StartupPacket::SslRequest
+                        if !conn.stream.is_unix() && !conn.stream.is_tls() =>
+                    {
+                        shard.shared.tls.load_full()
+                    }
+                    _ => None,
+                };
+                match tls {
+                    Some(config) => {
+                        conn.write_all(b"S").await?;
+                        start_tls(conn, config).await?;
+                    }
+                    None => conn.write_all(b"N").await?,
+                }
             }
             StartupPacket::CancelRequest(key) => return Ok(Outcome::Cancel(key)),
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
+    let config = shard.config();
+    if config.pooler.client_tls_sslmode.requires_tls()
+        && !conn.stream.is_tls()
+        && !conn.stream.is_unix()
+    {
+        return Err(SessionError::new(
+            Fault::Client,
+            sqlstate::INVALID_AUTHORIZATION,
+            "SSL required",
+        ));
+    }
     if !admitted {
         return Err(SessionError::new(
             Fault::Limit,
@@ -72,7 +102,6 @@ pub async fn run(
             "no more connections allowed (max_client_conn)",
         ));
     }
-    let config = shard.config();
     let user = params
         .user()
         .ok_or_else(|| protocol_error("no PostgreSQL user name specified in startup packet"))?
@@ -186,6 +215,28 @@ pub async fn run(
         params: aligned,
         cancel_key,
     }))
+}
+
+/// Runs the server side of a TLS handshake and puts the session in place of the plain
+/// stream. On failure the connection is left without a transport (it is closed).
+async fn start_tls(
+    conn: &mut ClientConn,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> Result<(), SessionError> {
+    let plain = std::mem::replace(&mut conn.stream, Stream::Detached);
+    match futures_rustls::TlsAcceptor::from(config)
+        .accept(plain)
+        .await
+    {
+        Ok(tls) => {
+            conn.stream = Stream::Tls(Box::new(tls));
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("{}: TLS handshake failed: {e}", conn.peer);
+            Err(SessionError::client_io(e))
+        }
+    }
 }
 
 fn protocol_error(message: &str) -> SessionError {

@@ -58,7 +58,13 @@ impl ClientConn {
         self.stream
             .write_all(bytes)
             .await
-            .map_err(SessionError::client_io)
+            .map_err(SessionError::client_io)?;
+        // A TLS session may keep records it could not write yet: push them out before
+        // the next read waits for an answer. Plain sockets have nothing to flush.
+        if self.stream.is_tls() {
+            self.stream.flush().await.map_err(SessionError::client_io)?;
+        }
+        Ok(())
     }
 
     /// Sends a FATAL error (best effort: the client may be gone) and closes.

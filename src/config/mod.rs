@@ -42,6 +42,47 @@ pub enum AuthType {
     ScramSha256,
 }
 
+/// What pgring asks of clients' TLS (`client_tls_sslmode`), PgBouncer's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsMode {
+    /// No TLS: SSLRequest is answered 'N'.
+    Disable,
+    /// TLS offered when the client asks for it; plaintext accepted.
+    Allow,
+    /// Same as `allow` on the server side.
+    Prefer,
+    /// TLS required: plaintext logins are refused.
+    Require,
+    /// TLS required, with a client certificate that chains to `client_tls_ca_file`.
+    VerifyCa,
+    /// Same as `verify-ca` (pgring has no certificate-to-user mapping yet).
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// True when clients may not log in without TLS.
+    pub fn requires_tls(self) -> bool {
+        self >= TlsMode::Require
+    }
+
+    /// True when clients must present a certificate.
+    pub fn verifies_client(self) -> bool {
+        self >= TlsMode::VerifyCa
+    }
+}
+
+/// TLS versions accepted (`client_tls_protocols`). rustls has no TLS 1.0 or 1.1, so
+/// `all` is the same as `secure`: TLS 1.2 and 1.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProtocols {
+    /// TLS 1.2 and 1.3.
+    Secure,
+    /// Everything rustls speaks: TLS 1.2 and 1.3.
+    All,
+    Tls12,
+    Tls13,
+}
+
 /// Settings of the `[pooler]` section, PgBouncer's `[pgbouncer]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolerConfig {
@@ -103,6 +144,17 @@ pub struct PoolerConfig {
     pub tcp_keepintvl: Duration,
     /// 0 = the OS default.
     pub tcp_keepcnt: u32,
+
+    /// Client-side TLS. Default `disable`.
+    pub client_tls_sslmode: TlsMode,
+    /// PEM certificate chain and private key; required unless the mode is `disable`.
+    /// Resolved against the config file's folder.
+    pub client_tls_cert_file: Option<PathBuf>,
+    pub client_tls_key_file: Option<PathBuf>,
+    /// PEM roots that client certificates must chain to; required by `verify-ca` and
+    /// `verify-full`.
+    pub client_tls_ca_file: Option<PathBuf>,
+    pub client_tls_protocols: TlsProtocols,
 
     pub log_connections: bool,
     pub log_disconnections: bool,

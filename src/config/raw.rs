@@ -10,7 +10,10 @@
 //! 3. the conversion into [`Config`]: defaults, path resolution, range checks that need the
 //!    value's span (kept with [`Spanned`]).
 
-use super::{AuthType, Config, DatabaseConfig, PoolMode, PoolerConfig, ServerAddress, UserConfig};
+use super::{
+    AuthType, Config, DatabaseConfig, PoolMode, PoolerConfig, ServerAddress, TlsMode, TlsProtocols,
+    UserConfig,
+};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -172,6 +175,11 @@ impl Default for PoolerConfig {
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
             tcp_keepcnt: 0,
+            client_tls_sslmode: TlsMode::Disable,
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: TlsProtocols::Secure,
             log_connections: true,
             log_disconnections: true,
             log_pooler_errors: true,
@@ -259,6 +267,12 @@ struct RawPooler {
     tcp_keepidle: Option<Seconds>,
     tcp_keepintvl: Option<Seconds>,
     tcp_keepcnt: Option<u32>,
+
+    client_tls_sslmode: Option<Spanned<Keyword<TlsMode>>>,
+    client_tls_cert_file: Option<String>,
+    client_tls_key_file: Option<String>,
+    client_tls_ca_file: Option<String>,
+    client_tls_protocols: Option<Keyword<TlsProtocols>>,
 
     log_connections: Option<bool>,
     log_disconnections: Option<bool>,
@@ -388,6 +402,26 @@ impl Keywords for AuthType {
         ("plain", AuthType::Plain),
         ("md5", AuthType::Md5),
         ("scram-sha-256", AuthType::ScramSha256),
+    ];
+}
+
+impl Keywords for TlsMode {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("disable", TlsMode::Disable),
+        ("allow", TlsMode::Allow),
+        ("prefer", TlsMode::Prefer),
+        ("require", TlsMode::Require),
+        ("verify-ca", TlsMode::VerifyCa),
+        ("verify-full", TlsMode::VerifyFull),
+    ];
+}
+
+impl Keywords for TlsProtocols {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("secure", TlsProtocols::Secure),
+        ("all", TlsProtocols::All),
+        ("tlsv1.2", TlsProtocols::Tls12),
+        ("tlsv1.3", TlsProtocols::Tls13),
     ];
 }
 
@@ -729,6 +763,37 @@ impl Ctx<'_> {
         p.auth_file = r.auth_file.and_then(|v| self.resolve(v));
         p.logfile = r.logfile.and_then(|v| self.resolve(v));
         p.pidfile = r.pidfile.and_then(|v| self.resolve(v));
+        p.client_tls_cert_file = r.client_tls_cert_file.and_then(|v| self.resolve(v));
+        p.client_tls_key_file = r.client_tls_key_file.and_then(|v| self.resolve(v));
+        p.client_tls_ca_file = r.client_tls_ca_file.and_then(|v| self.resolve(v));
+        if let Some(v) = r.client_tls_protocols {
+            p.client_tls_protocols = v.0;
+        }
+        if let Some(v) = r.client_tls_sslmode {
+            let mode = v.get_ref().0;
+            let missing = if mode == TlsMode::Disable {
+                None
+            } else if p.client_tls_cert_file.is_none() {
+                Some("client_tls_cert_file")
+            } else if p.client_tls_key_file.is_none() {
+                Some("client_tls_key_file")
+            } else if mode.verifies_client() && p.client_tls_ca_file.is_none() {
+                Some("client_tls_ca_file")
+            } else {
+                None
+            };
+            if let Some(key) = missing {
+                return Err(self.invalid(
+                    v.span(),
+                    &format!("pooler.{key}"),
+                    format!(
+                        "client_tls_sslmode = {:?} needs {key}; set it or use \"disable\"",
+                        mode.name()
+                    ),
+                ));
+            }
+            p.client_tls_sslmode = mode;
+        }
         if let Some(v) = r.default_pool_size {
             if *v.get_ref() == 0 {
                 return Err(self.invalid(
@@ -943,6 +1008,11 @@ pub(super) fn render(config: &Config) -> String {
     kv("tcp_keepidle", secs(p.tcp_keepidle));
     kv("tcp_keepintvl", secs(p.tcp_keepintvl));
     kv("tcp_keepcnt", p.tcp_keepcnt.to_string());
+    kv("client_tls_sslmode", s(p.client_tls_sslmode.name()));
+    kv("client_tls_cert_file", toml_path(&p.client_tls_cert_file));
+    kv("client_tls_key_file", toml_path(&p.client_tls_key_file));
+    kv("client_tls_ca_file", toml_path(&p.client_tls_ca_file));
+    kv("client_tls_protocols", s(p.client_tls_protocols.name()));
     kv("log_connections", p.log_connections.to_string());
     kv("log_disconnections", p.log_disconnections.to_string());
     kv("log_pooler_errors", p.log_pooler_errors.to_string());

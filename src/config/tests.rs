@@ -117,6 +117,56 @@ verbose = 2
 }
 
 #[test]
+fn client_tls_keys() {
+    let c = ok(r#"
+[pooler]
+client_tls_sslmode = "verify-full"
+client_tls_cert_file = "server.pem"
+client_tls_key_file = "/keys/server.key"
+client_tls_ca_file = "ca.pem"
+client_tls_protocols = "tlsv1.3"
+"#);
+    let p = &c.pooler;
+    assert_eq!(p.client_tls_sslmode, TlsMode::VerifyFull);
+    assert_eq!(
+        p.client_tls_cert_file.as_deref(),
+        Some(Path::new("/etc/pgring/server.pem"))
+    );
+    assert_eq!(
+        p.client_tls_key_file.as_deref(),
+        Some(Path::new("/keys/server.key"))
+    );
+    assert_eq!(
+        p.client_tls_ca_file.as_deref(),
+        Some(Path::new("/etc/pgring/ca.pem"))
+    );
+    assert_eq!(p.client_tls_protocols, TlsProtocols::Tls13);
+    let again = Config::parse(&c.to_toml(), &c.path).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn client_tls_needs_its_files() {
+    let e =
+        err_kind("[pooler]\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"c.pem\"\n");
+    assert_eq!(e.key(), Some("pooler.client_tls_key_file"));
+    assert_eq!(e.line(), Some(2));
+    let e = err_kind("[pooler]\nclient_tls_sslmode = \"allow\"\n");
+    assert_eq!(e.key(), Some("pooler.client_tls_cert_file"));
+    let e = err_kind(
+        "[pooler]\nclient_tls_sslmode = \"verify-ca\"\nclient_tls_cert_file = \"c\"\nclient_tls_key_file = \"k\"\n",
+    );
+    assert_eq!(e.key(), Some("pooler.client_tls_ca_file"));
+    assert!(e.to_string().contains("verify-ca"), "{e}");
+    let e = err_kind("[pooler]\nclient_tls_sslmode = \"on\"\n");
+    assert_eq!(e.key(), Some("pooler.client_tls_sslmode"));
+    let e = err_kind("[pooler]\nclient_tls_protocols = \"tlsv1.1\"\n");
+    assert_eq!(e.key(), Some("pooler.client_tls_protocols"));
+    // The cert files alone, with TLS off, are fine.
+    ok("[pooler]\nclient_tls_cert_file = \"c\"\n");
+}
+
+#[test]
 fn keywords() {
     for (text, mode) in [
         ("session", PoolMode::Session),

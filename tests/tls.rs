@@ -1,0 +1,534 @@
+//! Client-side TLS through pgring with real libpq (psql): the sslmodes, certificate
+//! verification by the client and by pgring, the refusals (plaintext under `require`,
+//! plaintext buffered behind an SSLRequest, a config without its key), and the reload of
+//! the certificate.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use support::{free_port, psql_cmd, PgCluster, Pgring};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+const USERLIST: &str = "\"app\" \"apppass\"\n";
+
+/// A CA and its key, for signing leaf certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf certificate and its key, PEM: for `localhost` and 127.0.0.1 as a server,
+    /// or for `cn` as a client.
+    fn leaf(&self, cn: &str, server: bool) -> (String, String) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let names: Vec<String> = if server {
+            vec!["localhost".into(), "127.0.0.1".into()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+struct Setup {
+    _pg: PgCluster,
+    pgring: Pgring,
+}
+
+fn cluster() -> PgCluster {
+    let pg = PgCluster::start();
+    pg.create_role("app", "apppass", "");
+    pg.create_database("app", "app");
+    pg
+}
+
+fn config(pg: &PgCluster, port: u16, pooler: &str) -> String {
+    format!(
+        r#"[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {port}
+unix_socket_dir = "{{dir}}"
+auth_type = "md5"
+auth_file = "userlist.txt"
+stats_period = 0
+{pooler}
+
+[databases]
+app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
+"#,
+        pgport = pg.port()
+    )
+}
+
+const TLS_KEYS: &str = r#"client_tls_cert_file = "server.pem"
+client_tls_key_file = "server.key"
+client_tls_ca_file = "ca.pem""#;
+
+/// pgring with `client_tls_sslmode = mode`, a server certificate from `ca` and `ca` as the
+/// root for client certificates.
+fn setup(mode: &str, ca: &Ca) -> Setup {
+    let pg = cluster();
+    let (cert, key) = ca.leaf("pgring test server", true);
+    let ca_pem = ca.pem();
+    let pooler = format!("client_tls_sslmode = \"{mode}\"\n{TLS_KEYS}");
+    let pgring = Pgring::start(
+        &config(&pg, free_port(), &pooler),
+        &[
+            ("userlist.txt", USERLIST),
+            ("server.pem", &cert),
+            ("server.key", &key),
+            ("ca.pem", &ca_pem),
+        ],
+    );
+    Setup { _pg: pg, pgring }
+}
+
+/// Writes `contents` to `name` in pgring's folder (mode 0600: libpq refuses keys others
+/// can read) and returns the path.
+fn write_file(pgring: &Pgring, name: &str, contents: &str) -> PathBuf {
+    let path = pgring.dir().join(name);
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// psql through pgring with the given libpq environment, running `sql`.
+fn psql(port: u16, env: &[(&str, &str)], sql: &str) -> Output {
+    let mut cmd = psql_cmd(port, "app", "apppass", "app");
+    for var in [
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGREQUIRESSL",
+    ] {
+        cmd.env_remove(var);
+    }
+    // Keep libpq away from ~/.postgresql (a root.crt there turns `require` into verify-ca).
+    cmd.env("PGSSLCERT", "/nonexistent/postgresql.crt")
+        .env("PGSSLKEY", "/nonexistent/postgresql.key");
+    cmd.envs(env.iter().copied());
+    cmd.arg("-c").arg(sql);
+    cmd.output().expect("run psql")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output, pgring: &Pgring) -> String {
+    assert!(
+        out.status.success(),
+        "psql failed: {}\n--- pgring.log ---\n{}",
+        text(&out.stderr),
+        pgring.log()
+    );
+    text(&out.stdout)
+}
+
+#[track_caller]
+fn assert_fails(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "psql succeeded: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(needle),
+        "expected {needle:?} in psql's error: {}",
+        text(&out.stderr)
+    );
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn require_gives_a_tls_session() {
+    let ca = Ca::new("pgring test CA");
+    let s = setup("require", &ca);
+    let port = s.pgring.port();
+    let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
+    assert_eq!(assert_ok(&out, &s.pgring).trim(), "1");
+    let out = psql(port, &[("PGSSLMODE", "require")], "\\conninfo");
+    let info = assert_ok(&out, &s.pgring);
+    assert!(info.contains("SSL connection"), "{info}");
+    assert!(info.contains("TLSv1.3"), "{info}");
+    // A session runs whole over TLS: a transaction, and several statements.
+    let out = psql(
+        port,
+        &[("PGSSLMODE", "require")],
+        "BEGIN; CREATE TEMP TABLE t AS SELECT g FROM generate_series(1, 20000) g; \
+         SELECT sum(g) FROM t; COMMIT;",
+    );
+    assert!(assert_ok(&out, &s.pgring).contains("200010000"));
+    // The key file as Pgring::start wrote it is readable by others: pgring says so.
+    assert!(
+        s.pgring.log().contains("readable by group or others"),
+        "{}",
+        s.pgring.log()
+    );
+}
+
+#[test]
+fn verify_full_checks_the_name_and_the_root() {
+    let ca = Ca::new("pgring test CA");
+    let s = setup("require", &ca);
+    let port = s.pgring.port();
+    let ca_file = write_file(&s.pgring, "root.pem", &ca.pem());
+    for host in ["localhost", "127.0.0.1"] {
+        let out = psql(
+            port,
+            &[
+                ("PGSSLMODE", "verify-full"),
+                ("PGSSLROOTCERT", path_str(&ca_file)),
+                ("PGHOST", host),
+            ],
+            "SELECT 1",
+        );
+        assert_eq!(assert_ok(&out, &s.pgring).trim(), "1", "host={host}");
+    }
+    let foreign = write_file(&s.pgring, "foreign.pem", &Ca::new("someone else").pem());
+    let out = psql(
+        port,
+        &[
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", path_str(&foreign)),
+            ("PGHOST", "localhost"),
+        ],
+        "SELECT 1",
+    );
+    assert_fails(&out, "certificate verify failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_refuses_plaintext() {
+    let ca = Ca::new("pgring test CA");
+    let s = setup("require", &ca);
+    let port = s.pgring.port();
+    let out = psql(port, &[("PGSSLMODE", "disable")], "SELECT 1");
+    assert_fails(&out, "SSL required");
+    let conn =
+        format!("host=127.0.0.1 port={port} user=app password=apppass dbname=app sslmode=disable");
+    let err = tokio_postgres::connect(&conn, NoTls)
+        .await
+        .err()
+        .expect("a plaintext login is refused");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{err}"
+    );
+    // The Unix socket is not TCP: as with PostgreSQL's hostssl, require does not apply.
+    let out = psql(
+        port,
+        &[
+            ("PGSSLMODE", "disable"),
+            ("PGHOST", path_str(s.pgring.dir())),
+        ],
+        "SELECT 1",
+    );
+    assert_eq!(assert_ok(&out, &s.pgring).trim(), "1");
+}
+
+#[test]
+fn disable_stays_plaintext() {
+    let pg = cluster();
+    let pgring = Pgring::start(&config(&pg, free_port(), ""), &[("userlist.txt", USERLIST)]);
+    let port = pgring.port();
+    let out = psql(port, &[("PGSSLMODE", "prefer")], "\\conninfo");
+    let info = assert_ok(&out, &pgring);
+    assert!(!info.contains("SSL"), "{info}");
+    let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
+    assert_fails(&out, "server does not support SSL");
+}
+
+#[test]
+fn verify_ca_requires_a_client_certificate() {
+    let ca = Ca::new("pgring test CA");
+    let s = setup("verify-ca", &ca);
+    let port = s.pgring.port();
+    let (cert, key) = ca.leaf("app", false);
+    let cert = write_file(&s.pgring, "client.pem", &cert);
+    let key = write_file(&s.pgring, "client.key", &key);
+    let out = psql(
+        port,
+        &[
+            ("PGSSLMODE", "require"),
+            ("PGSSLCERT", path_str(&cert)),
+            ("PGSSLKEY", path_str(&key)),
+        ],
+        "SELECT 1",
+    );
+    assert_eq!(assert_ok(&out, &s.pgring).trim(), "1");
+    // No certificate: the handshake fails, and pgring logs why.
+    let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
+    assert!(!out.status.success());
+    // A certificate from another CA: refused too.
+    let (cert, key) = Ca::new("someone else").leaf("app", false);
+    let cert = write_file(&s.pgring, "other.pem", &cert);
+    let key = write_file(&s.pgring, "other.key", &key);
+    let out = psql(
+        port,
+        &[
+            ("PGSSLMODE", "require"),
+            ("PGSSLCERT", path_str(&cert)),
+            ("PGSSLKEY", path_str(&key)),
+        ],
+        "SELECT 1",
+    );
+    assert!(!out.status.success());
+    let log = s.pgring.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+}
+
+#[test]
+fn plaintext_buffered_after_ssl_request_is_refused() {
+    let ca = Ca::new("pgring test CA");
+    let s = setup("require", &ca);
+    let mut sock = TcpStream::connect(("127.0.0.1", s.pgring.port())).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&8i32.to_be_bytes());
+    bytes.extend_from_slice(&80_877_103i32.to_be_bytes());
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196_608i32.to_be_bytes());
+    for s in ["user", "app", "database", "app", ""] {
+        startup.extend_from_slice(s.as_bytes());
+        startup.push(0);
+    }
+    bytes.extend_from_slice(&(startup.len() as i32 + 4).to_be_bytes());
+    bytes.extend_from_slice(&startup);
+    sock.write_all(&bytes).unwrap();
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply)
+        .expect("pgring closes the connection");
+    assert_ne!(reply.first(), Some(&b'S'), "no TLS handshake may start");
+    // A plaintext FATAL, as from PostgreSQL; never an answer to the injected startup packet.
+    assert_eq!(reply.first(), Some(&b'E'), "unexpected reply {reply:?}");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.contains("received unencrypted data after encryption request"),
+        "{text}"
+    );
+    assert!(!text.contains("password"), "{text}");
+}
+
+#[test]
+fn protocols_limit_the_tls_version() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let (cert, key) = ca.leaf("pgring test server", true);
+    let start = |protocols: &str| {
+        let pooler = format!(
+            "client_tls_sslmode = \"require\"\nclient_tls_protocols = \"{protocols}\"\n\
+             client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\""
+        );
+        Pgring::start(
+            &config(&pg, free_port(), &pooler),
+            &[
+                ("userlist.txt", USERLIST),
+                ("server.pem", &cert),
+                ("server.key", &key),
+            ],
+        )
+    };
+    let tls12 = start("tlsv1.2");
+    let out = psql(tls12.port(), &[("PGSSLMODE", "require")], "\\conninfo");
+    let info = assert_ok(&out, &tls12);
+    assert!(info.contains("TLSv1.2"), "{info}");
+    let tls13 = start("tlsv1.3");
+    let out = psql(
+        tls13.port(),
+        &[
+            ("PGSSLMODE", "require"),
+            ("PGSSLMAXPROTOCOLVERSION", "TLSv1.2"),
+        ],
+        "SELECT 1",
+    );
+    assert!(!out.status.success(), "a TLS 1.2 client got through");
+    let out = psql(tls13.port(), &[("PGSSLMODE", "require")], "\\conninfo");
+    assert!(assert_ok(&out, &tls13).contains("TLSv1.3"));
+}
+
+#[test]
+fn check_names_the_missing_key_and_the_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgring.toml");
+    std::fs::write(
+        &path,
+        "[pooler]\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"server.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgring"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("pooler.client_tls_key_file"), "{err}");
+    assert!(err.contains("pgring.toml:2"), "{err}");
+
+    // All keys there, but the key file holds no key.
+    let ca = Ca::new("pgring test CA");
+    let (cert, _) = ca.leaf("s", true);
+    std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), ca.pem()).unwrap();
+    std::fs::write(
+        &path,
+        "[pooler]\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"server.pem\"\n\
+         client_tls_key_file = \"server.key\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgring"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("client_tls_key_file") && err.contains("no private key found in PEM"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
+    let old_ca = Ca::new("old CA");
+    let s = setup("require", &old_ca);
+    let port = s.pgring.port();
+    let old_root = write_file(&s.pgring, "old-root.pem", &old_ca.pem());
+    let new_ca = Ca::new("new CA");
+    let new_root = write_file(&s.pgring, "new-root.pem", &new_ca.pem());
+    let verify = |root: &Path| {
+        psql(
+            port,
+            &[
+                ("PGSSLMODE", "verify-full"),
+                ("PGSSLROOTCERT", path_str(root)),
+                ("PGHOST", "localhost"),
+            ],
+            "SELECT 1",
+        )
+    };
+    assert_eq!(assert_ok(&verify(&old_root), &s.pgring).trim(), "1");
+    assert!(!verify(&new_root).status.success());
+
+    let (cert, key) = new_ca.leaf("pgring test server, renewed", true);
+    std::fs::write(s.pgring.dir().join("server.pem"), cert).unwrap();
+    std::fs::write(s.pgring.dir().join("server.key"), key).unwrap();
+    assert!(s.pgring.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !verify(&new_root).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate is not used after SIGHUP\n{}",
+            s.pgring.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!verify(&old_root).status.success());
+
+    // A broken key file: the reload fails, names the file, and the running TLS stays.
+    std::fs::write(s.pgring.dir().join("server.key"), "not a key\n").unwrap();
+    assert!(s.pgring.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.pgring.log().contains("no private key found in PEM") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload error logged\n{}",
+            s.pgring.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.pgring.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no private key found in PEM"))
+        .unwrap();
+    assert!(line.contains("reload failed"), "{line}");
+    assert!(line.contains("client_tls_key_file"), "{line}");
+    assert!(line.contains("server.key"), "{line}");
+    assert_eq!(assert_ok(&verify(&new_root), &s.pgring).trim(), "1");
+}
+
+#[test]
+fn a_stalled_handshake_counts_against_client_login_timeout() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let (cert, key) = ca.leaf("pgring test server", true);
+    let pooler = "client_login_timeout = 1\nclient_tls_sslmode = \"require\"\n\
+                  client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\"";
+    let pgring = Pgring::start(
+        &config(&pg, free_port(), pooler),
+        &[
+            ("userlist.txt", USERLIST),
+            ("server.pem", &cert),
+            ("server.key", &key),
+        ],
+    );
+    let mut sock = TcpStream::connect(("127.0.0.1", pgring.port())).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = Vec::new();
+    request.extend_from_slice(&8i32.to_be_bytes());
+    request.extend_from_slice(&80_877_103i32.to_be_bytes());
+    let started = Instant::now();
+    sock.write_all(&request).unwrap();
+    let mut answer = [0u8; 1];
+    sock.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[0], b'S');
+    // No ClientHello follows: pgring gives up after client_login_timeout.
+    let mut rest = Vec::new();
+    sock.read_to_end(&mut rest)
+        .expect("pgring closes the connection");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}
