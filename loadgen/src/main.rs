@@ -76,8 +76,9 @@ enum Command {
 
 #[derive(Args)]
 struct Common {
-    /// libpq conninfo ("host=… port=… user=… password=… dbname=…") or postgres:// URL.
-    #[arg(default_value = "")]
+    /// libpq conninfo ("host=… port=… user=… password=… dbname=…") or postgres:// URL;
+    /// empty: PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE only.
+    #[arg(default_value = "", hide_default_value = true)]
     target: String,
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
