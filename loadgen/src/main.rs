@@ -180,8 +180,12 @@ enum Mode {
     Handshake { scram_cache: bool },
 }
 
-async fn tx_client(shared: Arc<Shared>, stats: Arc<SharedStats>, statements: Rc<Vec<String>>) {
-    let cache = ScramCache::new(true);
+async fn tx_client(
+    shared: Arc<Shared>,
+    stats: Arc<SharedStats>,
+    statements: Rc<Vec<String>>,
+    cache: Rc<std::cell::RefCell<ScramCache>>,
+) {
     while Instant::now() < shared.deadline {
         let conn = async {
             let mut conn = Conn::connect(shared.addr, CONNECT_TIMEOUT).await?;
@@ -297,9 +301,12 @@ fn run(
                         let shared = shared.clone();
                         let stats = stats.clone();
                         let task = match &mode {
-                            Mode::Tx { statements } => {
-                                glommio::spawn_local(tx_client(shared, stats, statements.clone()))
-                            }
+                            Mode::Tx { statements } => glommio::spawn_local(tx_client(
+                                shared,
+                                stats,
+                                statements.clone(),
+                                cache.clone(),
+                            )),
                             Mode::Handshake { .. } => {
                                 glommio::spawn_local(handshake_client(shared, stats, cache.clone()))
                             }

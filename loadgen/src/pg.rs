@@ -364,4 +364,24 @@ mod tests {
         assert_eq!(salt.len(), 12);
         assert!(salt_and_iterations(b"r=abc").is_err());
     }
+
+    /// Keys derived here give the same client-final-message as pgring's own PBKDF2 path.
+    #[test]
+    fn cached_keys_match_password_credential() {
+        let nonce = "rOprNGfwEbeRWgbNEkqO";
+        let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let (salt, iterations) = salt_and_iterations(server_first).unwrap();
+        let (client_key, server_key) = derive_keys("pencil", &salt, iterations);
+        let run = |credential| {
+            let (client, first) = ScramClient::new(credential, nonce).unwrap();
+            let (_, fin) = client.handle_server_first(server_first).unwrap();
+            (first, fin)
+        };
+        let with_password = run(ScramCredential::Password("pencil".into()));
+        let with_keys = run(ScramCredential::Keys {
+            client_key,
+            server_key: Some(server_key),
+        });
+        assert_eq!(with_password, with_keys);
+    }
 }
