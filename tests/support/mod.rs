@@ -682,7 +682,12 @@ impl Pgring {
         let log = dir.path().join("pgring.log");
         let log_file = File::create(&log).expect("create pgring.log");
         let log_file2 = log_file.try_clone().expect("dup log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pgring"))
+        // Cargo names the binary only for the pgring package's own tests; other packages
+        // that include this module (loadgen's) do not launch pgring.
+        let Some(binary) = option_env!("CARGO_BIN_EXE_pgring") else {
+            panic!("Pgring::start is only available to the pgring package's tests");
+        };
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
