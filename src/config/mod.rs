@@ -73,6 +73,18 @@ impl TlsMode {
         self >= TlsMode::VerifyCa
     }
 
+    /// The config keyword: `"verify-full"`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Allow => "allow",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require => "require",
+            TlsMode::VerifyCa => "verify-ca",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+
     /// True when the server's certificate is checked (`verify-ca`, `verify-full`).
     pub fn verifies_server(self) -> bool {
         self >= TlsMode::VerifyCa
