@@ -163,7 +163,7 @@ fn verify_full_with_an_ip_san_gives_a_tls_backend() {
     let p = pgring(
         &pg,
         "127.0.0.1",
-        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"bundle.pem\"",
+        "shards = 1\nserver_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"bundle.pem\"",
         &[("bundle.pem", &bundle)],
     );
     assert_eq!(backend_ssl(&p), "t");
@@ -178,8 +178,17 @@ fn verify_full_with_an_ip_san_gives_a_tls_backend() {
         "{}",
         text(&out.stderr)
     );
-    // The pooled connection is reused: still TLS.
+    // The pooled connection passes the liveness check (which looks at the socket under
+    // the TLS session) and is reused: the same backend, still on TLS.
+    let pid = |p: &Pgring| {
+        text(&psql(p, "SELECT pg_backend_pid()").stdout)
+            .trim()
+            .to_owned()
+    };
+    let first = pid(&p);
+    assert_eq!(pid(&p), first);
     assert_eq!(backend_ssl(&p), "t");
+    assert_eq!(pid(&p), first);
 }
 
 #[test]
@@ -367,4 +376,52 @@ async fn cancel_reaches_a_tls_server() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn reload_swaps_the_server_ca_and_keeps_it_when_broken() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let wrong = Ca::new("another CA");
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "server_login_retry = 0\nserver_tls_sslmode = \"verify-ca\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &wrong.pem())],
+    );
+    login_fails(&p, &["unknown CA"]);
+    std::fs::write(p.dir().join("ca.pem"), ca.pem()).unwrap();
+    assert!(p.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !psql(&p, "SELECT 1").status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the new CA file is not used after SIGHUP\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(backend_ssl(&p), "t");
+
+    // A CA file that cannot be parsed: the reload fails, names the key, the running setup stays.
+    std::fs::write(p.dir().join("ca.pem"), "not a certificate\n").unwrap();
+    assert!(p.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.log().contains("no certificate found in PEM") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload error logged\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no certificate found in PEM"))
+        .unwrap();
+    assert!(line.contains("reload failed"), "{line}");
+    assert!(line.contains("server_tls_ca_file"), "{line}");
+    assert_eq!(backend_ssl(&p), "t");
 }
