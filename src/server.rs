@@ -255,19 +255,30 @@ pub async fn open_secured(
     let stream = open_stream(address, opts)
         .await
         .map_err(|e| SessionError::server_connect(address, e))?;
-    let (ServerAddress::Tcp { host, .. }, Some(config)) = (address, &opts.tls) else {
+    let mode = opts.tls_mode;
+    let ServerAddress::Tcp { host, .. } = address else {
         return Ok(stream);
     };
-    if opts.tls_mode == TlsMode::Disable {
+    if mode == TlsMode::Disable {
         return Ok(stream);
     }
-    let mode = opts.tls_mode;
     let tls_error = |message: String| {
         SessionError::new(
             Fault::Server,
             crate::protocol::sqlstate::CONNECTION_FAILURE,
             message,
         )
+    };
+    // Only between a reload's config and its TLS setup reaching a cancel request: never
+    // plaintext where TLS is required.
+    let Some(config) = &opts.tls else {
+        if mode.requires_tls() {
+            return Err(tls_error(format!(
+                "server connection to {}: no server TLS configuration is loaded",
+                describe(address)
+            )));
+        }
+        return Ok(stream);
     };
     let outcome = negotiate_tls(stream, host, config)
         .await
