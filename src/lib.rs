@@ -20,3 +20,4 @@ pub mod server;
 pub mod shard;
 pub mod timeout;
 pub mod tls;
+pub mod x509;

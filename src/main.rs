@@ -57,6 +57,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.check {
         runtime::load_auth_table(&config)?;
         pgring::tls::server_config(&config.pooler)?;
+        pgring::tls::client_config(&config.pooler)?;
         print!("{}", config.to_toml());
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! Sockets: listeners bound per shard with SO_REUSEPORT, the socket options every
 //! connection gets, and [`Stream`], the one type sessions read and write whatever the
-//! transport (TCP, Unix socket, or TLS over either).
+//! transport (TCP, Unix socket, or TLS over either: a client's session with pgring as the
+//! TLS server, or a server connection with pgring as the TLS client).
 //!
 //! Invariant: every TCP socket pgring accepts or opens has TCP_NODELAY set (without it a
 //! TLS handshake stalls ~40 ms on delayed ACKs) and keepalive as configured.
@@ -113,6 +114,8 @@ pub enum Stream {
     /// A client's TLS session over its TCP stream (boxed: the session state is large,
     /// and the plaintext variants should not pay for it).
     Tls(Box<futures_rustls::server::TlsStream<Stream>>),
+    /// A server connection's TLS session over its TCP stream, pgring being the TLS client.
+    ServerTls(Box<futures_rustls::client::TlsStream<Stream>>),
     /// Nothing: left in place while the transport is moved into a TLS session, and
     /// stays when the handshake fails. Reads see EOF, writes fail.
     Detached,
@@ -135,12 +138,24 @@ impl Stream {
         match self {
             Stream::Unix(..) => true,
             Stream::Tls(s) => s.get_ref().0.is_unix(),
+            Stream::ServerTls(s) => s.get_ref().0.is_unix(),
             Stream::Tcp(_) | Stream::Detached => false,
         }
     }
 
+    /// True for both TLS variants: writes then need a flush to leave rustls's buffer.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        matches!(self, Stream::Tls(_) | Stream::ServerTls(_))
+    }
+
+    /// Writes all of `bytes`, flushing when the stream is TLS (a plain socket has nothing
+    /// to flush, so it pays only for the check).
+    pub async fn write_all_flushed(&mut self, bytes: &[u8]) -> io::Result<()> {
+        futures_lite::AsyncWriteExt::write_all(self, bytes).await?;
+        if self.is_tls() {
+            futures_lite::AsyncWriteExt::flush(self).await?;
+        }
+        Ok(())
     }
 
     /// Half-closes the connection: the peer reads EOF after what was sent (over TLS,
@@ -158,6 +173,7 @@ impl Stream {
             // close_notify, flush, then the inner stream's poll_close, which glommio
             // implements as shutdown(Write): reading stays possible.
             Stream::Tls(s) => futures_lite::AsyncWriteExt::close(&mut **s).await,
+            Stream::ServerTls(s) => futures_lite::AsyncWriteExt::close(&mut **s).await,
             Stream::Detached => Err(detached()),
         }
     }
@@ -171,6 +187,7 @@ impl Stream {
             Stream::Unix(_, Some(fd)) => *fd,
             Stream::Unix(_, None) | Stream::Detached => return false,
             Stream::Tls(s) => return s.get_ref().0.closed_or_unsolicited(),
+            Stream::ServerTls(s) => return s.get_ref().0.closed_or_unsolicited(),
         };
         let mut byte = 0u8;
         // SAFETY: a one-byte buffer on the stack; MSG_PEEK leaves the data in place and
@@ -208,6 +225,7 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s, _) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::ServerTls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Stream::Detached => Poll::Ready(Ok(0)),
         }
     }
@@ -223,6 +241,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s, _) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Stream::ServerTls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -232,6 +251,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s, _) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Stream::ServerTls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::Detached => Poll::Ready(Ok(())),
         }
     }
@@ -241,6 +261,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_close(cx),
             Stream::Unix(s, _) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            Stream::ServerTls(s) => Pin::new(&mut **s).poll_close(cx),
             Stream::Detached => Poll::Ready(Ok(())),
         }
     }

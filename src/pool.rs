@@ -350,7 +350,7 @@ impl Pool {
         }
         self.open.set(self.open.get() + 1);
         let credential = self.credential.borrow().clone();
-        let opts = self.settings.borrow().connect;
+        let opts = self.settings.borrow().connect.clone();
         match server::connect(&self.target, self.address.clone(), &credential, opts).await {
             Ok(conn) => {
                 if self.welcome.borrow().is_none() {

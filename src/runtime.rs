@@ -105,8 +105,15 @@ pub fn start(config: Config) -> Result<Runtime, StartError> {
     raise_memlock_limit();
     let auth = load_auth_table(&config)?;
     let tls = crate::tls::server_config(&config.pooler)?;
+    let server_tls = crate::tls::client_config(&config.pooler)?;
     let config_path = config.path.clone();
-    let shared = Arc::new(Shared::new(Arc::new(config), Arc::new(auth), tls, shards));
+    let shared = Arc::new(Shared::new(
+        Arc::new(config),
+        Arc::new(auth),
+        tls,
+        server_tls,
+        shards,
+    ));
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -165,7 +172,7 @@ impl Runtime {
         &self.shared
     }
 
-    /// Re-reads the config file, auth_file and client TLS files; on any error the running
+    /// Re-reads the config file, auth_file and TLS files; on any error the running
     /// configuration (all of it, TLS included) is kept and the error logged.
     pub fn reload(&self) {
         let config = match Config::load(&self.config_path) {
@@ -209,7 +216,15 @@ impl Runtime {
                 return;
             }
         };
-        self.shared.reload(Arc::new(config), Arc::new(auth), tls);
+        let server_tls = match crate::tls::client_config(&config.pooler) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        self.shared
+            .reload(Arc::new(config), Arc::new(auth), tls, server_tls);
     }
 
     /// Serves signals until shutdown: SIGHUP reloads; SIGINT/SIGTERM stop accepting, let

@@ -1,6 +1,10 @@
 //! Server connections: opening one, logging in to PostgreSQL, and running pgring's own
 //! queries on it (parameter alignment, `server_reset_query`, `server_check_query`).
 //!
+//! Over TCP, unless `server_tls_sslmode = "disable"`, a connection starts with an
+//! SSLRequest and a TLS handshake ([`negotiate_tls`]) before the startup message; Unix
+//! sockets never use TLS.
+//!
 //! The login is a loop over the server's Authentication requests; the SCRAM and md5
 //! arithmetic lives in [`crate::auth`]. A [`ServerConn`] carries its read buffer and
 //! framer with it, so a message split across two reads survives a change of client.
@@ -9,6 +13,7 @@ use std::cell::Cell;
 use std::io;
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,7 +22,7 @@ use futures_lite::AsyncWriteExt;
 use crate::auth::md5;
 use crate::auth::scram::{ScramClient, ScramCredential};
 use crate::buffer::ReadBuf;
-use crate::config::ServerAddress;
+use crate::config::{ServerAddress, TlsMode};
 use crate::error::{Fault, SessionError};
 use crate::net::{self, Keepalive, Stream};
 use crate::protocol::backend::{self, Authentication};
@@ -98,7 +103,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         frontend::query(&mut out, sql);
         self.stream
-            .write_all(&out)
+            .write_all_flushed(&out)
             .await
             .map_err(SessionError::server_io)?;
         let mut error = None;
@@ -179,15 +184,147 @@ pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
 }
 
 /// Settings a connection attempt needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub connect_timeout: Duration,
     pub keepalive: Keepalive,
     pub max_message: usize,
+    /// `server_tls_sslmode`, and the rustls configuration built for it (`None` when the
+    /// mode is `disable`).
+    pub tls_mode: TlsMode,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// How the SSLRequest exchange with a server ended.
+enum TlsOutcome {
+    /// The handshake succeeded: the TLS stream.
+    Encrypted(Stream),
+    /// The server answered 'N': the plaintext stream, still usable.
+    Refused(Stream),
+    /// The server answered something else (a pre-7.0 error): the stream is unusable.
+    Unexpected(u8),
+    /// The handshake failed: why, and the verification failure if that was the cause.
+    Failed(io::Error, Option<String>),
+}
+
+/// Sends an SSLRequest on `stream` and, on 'S', runs the TLS handshake with `host` as the
+/// server name (an IP address when it parses as one).
+async fn negotiate_tls(
+    mut stream: Stream,
+    host: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> io::Result<TlsOutcome> {
+    let mut out = BytesMut::new();
+    frontend::ssl_request(&mut out);
+    stream.write_all(&out).await?;
+    // Exactly one byte: nothing after the answer may be read as plaintext.
+    let mut answer = [0u8; 1];
+    if futures_lite::AsyncReadExt::read(&mut stream, &mut answer).await? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection after SSLRequest",
+        ));
+    }
+    match answer[0] {
+        b'S' => {}
+        b'N' => return Ok(TlsOutcome::Refused(stream)),
+        other => return Ok(TlsOutcome::Unexpected(other)),
+    }
+    let name = crate::tls::server_name(host)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    match futures_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+    {
+        Ok(tls) => Ok(TlsOutcome::Encrypted(Stream::ServerTls(Box::new(tls)))),
+        Err(e) => {
+            let why = crate::tls::verification_failure(&e);
+            Ok(TlsOutcome::Failed(e, why))
+        }
+    }
+}
+
+/// Opens the transport to `address` and sets up TLS as `server_tls_sslmode` asks: TLS or
+/// an error for `require` and above; for `prefer` and `allow`, plaintext when the server
+/// refuses TLS or the handshake fails (on a new connection), never after a failed
+/// certificate check.
+pub async fn open_secured(
+    address: &ServerAddress,
+    opts: &ConnectOptions,
+) -> Result<Stream, SessionError> {
+    let stream = open_stream(address, opts)
+        .await
+        .map_err(|e| SessionError::server_connect(address, e))?;
+    let mode = opts.tls_mode;
+    let ServerAddress::Tcp { host, .. } = address else {
+        return Ok(stream);
+    };
+    if mode == TlsMode::Disable {
+        return Ok(stream);
+    }
+    let tls_error = |message: String| {
+        SessionError::new(
+            Fault::Server,
+            crate::protocol::sqlstate::CONNECTION_FAILURE,
+            message,
+        )
+    };
+    // Only between a reload's config and its TLS setup reaching a cancel request: never
+    // plaintext where TLS is required.
+    let Some(config) = &opts.tls else {
+        if mode.requires_tls() {
+            return Err(tls_error(format!(
+                "server connection to {}: no server TLS configuration is loaded",
+                describe(address)
+            )));
+        }
+        return Ok(stream);
+    };
+    let outcome = negotiate_tls(stream, host, config)
+        .await
+        .map_err(|e| SessionError::server_connect(address, e))?;
+    let failure = match outcome {
+        TlsOutcome::Encrypted(s) => return Ok(s),
+        TlsOutcome::Refused(plain) if !mode.requires_tls() => return Ok(plain),
+        TlsOutcome::Refused(_) => {
+            return Err(tls_error(format!(
+                "server {} does not support SSL, and server_tls_sslmode = \"{}\" requires it",
+                describe(address),
+                mode.keyword()
+            )))
+        }
+        TlsOutcome::Unexpected(byte) => {
+            format!("unexpected answer {:?} to SSLRequest", char::from(byte))
+        }
+        TlsOutcome::Failed(_, Some(why)) => {
+            log::warn!(
+                "server connection to {} failed TLS verification: {why}",
+                describe(address)
+            );
+            return Err(tls_error(format!(
+                "server connection failed TLS verification: {why}"
+            )));
+        }
+        TlsOutcome::Failed(e, None) => format!("TLS handshake failed: {e}"),
+    };
+    if mode.requires_tls() {
+        return Err(tls_error(format!(
+            "server connection to {}: {failure}",
+            describe(address)
+        )));
+    }
+    log::warn!(
+        "server connection to {}: {failure}; server_tls_sslmode = \"{}\", going on in plaintext",
+        describe(address),
+        mode.keyword()
+    );
+    open_stream(address, opts)
+        .await
+        .map_err(|e| SessionError::server_connect(address, e))
 }
 
 /// Opens a transport connection to `address`.
-pub async fn open_stream(address: &ServerAddress, opts: ConnectOptions) -> io::Result<Stream> {
+pub async fn open_stream(address: &ServerAddress, opts: &ConnectOptions) -> io::Result<Stream> {
     match address {
         ServerAddress::Tcp { host, port } => {
             let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs()?.collect();
@@ -215,9 +352,7 @@ pub async fn connect(
     opts: ConnectOptions,
 ) -> Result<ServerConn, SessionError> {
     let login = async {
-        let stream = open_stream(&target.address, opts)
-            .await
-            .map_err(|e| SessionError::server_connect(&target.address, e))?;
+        let stream = open_secured(&target.address, &opts).await?;
         let mut conn = ServerConn {
             stream,
             rbuf: ReadBuf::new(crate::buffer::INITIAL_READ_BUF, SERVER_INSPECT_CEILING),
@@ -279,7 +414,7 @@ async fn login(
     );
     frontend::startup_message(&mut out, params);
     conn.stream
-        .write_all(&out)
+        .write_all_flushed(&out)
         .await
         .map_err(SessionError::server_io)?;
     let mut scram: Option<ScramState> = None;
@@ -293,7 +428,7 @@ async fn login(
                 answer_auth(auth, target, credential, &mut scram, &mut out)?;
                 if !out.is_empty() {
                     conn.stream
-                        .write_all(&out)
+                        .write_all_flushed(&out)
                         .await
                         .map_err(SessionError::server_io)?;
                 }
@@ -431,16 +566,38 @@ fn scram_error(msg: String) -> SessionError {
     )
 }
 
-/// Sends a CancelRequest for `key` on a fresh connection to `address`.
+/// Sends a CancelRequest for `key` on a fresh connection to `address`, over TLS when
+/// `server_tls_sslmode` asks for it (as for logins).
 pub async fn send_cancel(
     address: &ServerAddress,
     key: CancelKey,
     opts: ConnectOptions,
-) -> io::Result<()> {
-    let mut stream = open_stream(address, opts).await?;
+) -> Result<(), SessionError> {
+    let mut stream = match crate::timeout::with_timeout(
+        if opts.connect_timeout.is_zero() {
+            Duration::from_secs(15)
+        } else {
+            opts.connect_timeout
+        },
+        open_secured(address, &opts),
+    )
+    .await
+    {
+        Some(s) => s?,
+        None => {
+            return Err(SessionError::new(
+                Fault::Server,
+                crate::protocol::sqlstate::CONNECTION_FAILURE,
+                "timed out",
+            ))
+        }
+    };
     let mut out = BytesMut::new();
     frontend::cancel_request(&mut out, key);
-    stream.write_all(&out).await?;
+    stream
+        .write_all_flushed(&out)
+        .await
+        .map_err(SessionError::server_io)?;
     // PostgreSQL closes the connection when done; wait for that so that the cancel has been
     // read before we drop the socket.
     let mut scratch = [0u8; 16];

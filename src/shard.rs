@@ -62,6 +62,8 @@ pub struct Shared {
     pub auth: ArcSwap<AuthTable>,
     /// The rustls configuration for client handshakes; `None` when client TLS is off.
     pub tls: ArcSwapOption<rustls::ServerConfig>,
+    /// The rustls configuration for server handshakes; `None` when server TLS is off.
+    pub server_tls: ArcSwapOption<rustls::ClientConfig>,
     /// Bumped after every successful reload.
     generation: AtomicU64,
     clients: AtomicU32,
@@ -74,12 +76,14 @@ impl Shared {
         config: Arc<Config>,
         auth: Arc<AuthTable>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        server_tls: Option<Arc<rustls::ClientConfig>>,
         shards: usize,
     ) -> Shared {
         Shared {
             config: ArcSwap::new(config),
             auth: ArcSwap::new(auth),
             tls: ArcSwapOption::new(tls),
+            server_tls: ArcSwapOption::new(server_tls),
             generation: AtomicU64::new(0),
             clients: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),
@@ -87,17 +91,18 @@ impl Shared {
         }
     }
 
-    /// Publishes a new configuration, auth table and client TLS configuration to every
-    /// shard.
+    /// Publishes a new configuration, auth table and TLS configurations to every shard.
     pub fn reload(
         &self,
         config: Arc<Config>,
         auth: Arc<AuthTable>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        server_tls: Option<Arc<rustls::ClientConfig>>,
     ) {
         self.config.store(config);
         self.auth.store(auth);
         self.tls.store(tls);
+        self.server_tls.store(server_tls);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -168,10 +173,16 @@ impl Shard {
 
     pub fn connect_options(&self) -> ConnectOptions {
         let config = self.config.borrow();
+        self.connect_options_for(&config.pooler)
+    }
+
+    fn connect_options_for(&self, p: &crate::config::PoolerConfig) -> ConnectOptions {
         ConnectOptions {
-            connect_timeout: config.pooler.server_connect_timeout,
-            keepalive: Keepalive::from_config(&config.pooler),
-            max_message: config.pooler.max_packet_size as usize,
+            connect_timeout: p.server_connect_timeout,
+            keepalive: Keepalive::from_config(p),
+            max_message: p.max_packet_size as usize,
+            tls_mode: p.server_tls_sslmode,
+            tls: self.shared.server_tls.load_full(),
         }
     }
 
@@ -289,11 +300,7 @@ impl Shard {
             server_check_delay: p.server_check_delay,
             server_check_query: p.server_check_query.clone(),
             server_login_retry: p.server_login_retry,
-            connect: ConnectOptions {
-                connect_timeout: p.server_connect_timeout,
-                keepalive: Keepalive::from_config(p),
-                max_message: p.max_packet_size as usize,
-            },
+            connect: self.connect_options_for(p),
             max_db_connections: share(max_db),
             max_user_connections: share(max_user),
         }

@@ -1,4 +1,5 @@
-//! Client-side TLS: the rustls server configuration built from the `client_tls_*` keys.
+//! TLS: the rustls server configuration for clients (`client_tls_*` keys) and the rustls
+//! client configuration for servers (`server_tls_*` keys, see [`client_config`]).
 //!
 //! Built once at startup and again on every reload (from the main thread, never on a
 //! shard); [`crate::shard::Shared`] holds the current one and each handshake takes it with
@@ -11,9 +12,14 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
+};
 
 use crate::config::{PoolerConfig, TlsMode, TlsProtocols};
 
@@ -48,19 +54,12 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
     let cert_path = p.client_tls_cert_file.as_ref().unwrap_or(&empty);
     let key_path = p.client_tls_key_file.as_ref().unwrap_or(&empty);
     let certs = read_certs("client_tls_cert_file", cert_path)?;
-    let key = read_key(key_path)?;
-    warn_if_key_readable(key_path);
+    let key = read_key("client_tls_key_file", key_path)?;
+    warn_if_key_readable("client_tls_key_file", key_path);
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&'static SupportedProtocolVersion] = match p.client_tls_protocols {
-        TlsProtocols::Secure | TlsProtocols::All => {
-            &[&rustls::version::TLS13, &rustls::version::TLS12]
-        }
-        TlsProtocols::Tls12 => &[&rustls::version::TLS12],
-        TlsProtocols::Tls13 => &[&rustls::version::TLS13],
-    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
+        .with_protocol_versions(versions(p.client_tls_protocols))
         .map_err(|e| tls_error("client_tls_protocols", Path::new(""), e.to_string()))?;
     let builder = if p.client_tls_sslmode.verifies_client() {
         let ca_path = p.client_tls_ca_file.as_ref().unwrap_or(&empty);
@@ -88,6 +87,243 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
     Ok(Some(Arc::new(config)))
 }
 
+fn versions(protocols: TlsProtocols) -> &'static [&'static SupportedProtocolVersion] {
+    static BOTH: [&SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS12: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    static TLS13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match protocols {
+        TlsProtocols::Secure | TlsProtocols::All => &BOTH,
+        TlsProtocols::Tls12 => &TLS12,
+        TlsProtocols::Tls13 => &TLS13,
+    }
+}
+
+/// The client configuration for handshakes with servers, or `None` when
+/// `server_tls_sslmode = "disable"`. `require`, `prefer` and `allow` accept any
+/// certificate ([`DangerAcceptAnyServerCert`]); `verify-ca` and `verify-full` use
+/// [`ServerCertCheck`].
+pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    let mode = p.server_tls_sslmode;
+    if mode == TlsMode::Disable {
+        return Ok(None);
+    }
+    let mut provider = rustls::crypto::ring::default_provider();
+    // P-256 first, then X25519: the groups OpenSSL-built servers handle fastest.
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    let algs = provider.signature_verification_algorithms;
+    let provider = Arc::new(provider);
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(p.server_tls_protocols))
+        .map_err(|e| tls_error("server_tls_protocols", Path::new(""), e.to_string()))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies_server() {
+        let empty = PathBuf::new();
+        let ca_path = p.server_tls_ca_file.as_ref().unwrap_or(&empty);
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs("server_tls_ca_file", ca_path)? {
+            roots
+                .add(cert)
+                .map_err(|e| tls_error("server_tls_ca_file", ca_path, e.to_string()))?;
+        }
+        Arc::new(ServerCertCheck {
+            roots: Arc::new(roots),
+            check_name: mode == TlsMode::VerifyFull,
+            algs,
+        })
+    } else {
+        Arc::new(DangerAcceptAnyServerCert { algs })
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (&p.server_tls_cert_file, &p.server_tls_key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let certs = read_certs("server_tls_cert_file", cert_path)?;
+            let key = read_key("server_tls_key_file", key_path)?;
+            warn_if_key_readable("server_tls_key_file", key_path);
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                tls_error(
+                    "server_tls_key_file",
+                    key_path,
+                    format!("does not go with server_tls_cert_file: {e}"),
+                )
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// The server name to hand rustls for `host`: an IP address when it parses as one.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("host \"{host}\" is not a valid TLS server name: {e}"))
+}
+
+/// For `require`, `prefer` and `allow`: any certificate is accepted, as libpq does in these
+/// modes, but the handshake signatures are still checked (the peer must hold the key of
+/// the certificate it sent).
+#[derive(Debug)]
+struct DangerAcceptAnyServerCert {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+/// For `verify-ca` (chain only) and `verify-full` (chain and host name, libpq's rules).
+#[derive(Debug)]
+struct ServerCertCheck {
+    roots: Arc<RootCertStore>,
+    check_name: bool,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algs.supported_schemes()
+        }
+    };
+}
+
+impl ServerCertVerifier for DangerAcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signatures!();
+}
+
+impl ServerCertVerifier for ServerCertCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algs.all,
+        )?;
+        if self.check_name {
+            check_host_name(&cert, end_entity, server_name)?;
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signatures!();
+}
+
+/// libpq's host name check (`verify-full`): the subjectAltName entries of the host's kind
+/// (dNSName, wildcards allowed, or iPAddress); when the certificate has none of that kind,
+/// the subject's common name. rustls checks only subjectAltName, so the fallback is here.
+fn check_host_name(
+    cert: &ParsedCertificate<'_>,
+    der: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+) -> Result<(), rustls::Error> {
+    let names = crate::x509::names(der.as_ref()).unwrap_or_default();
+    let (host, is_ip) = match server_name {
+        ServerName::DnsName(d) => (d.as_ref().to_owned(), false),
+        ServerName::IpAddress(ip) => (std::net::IpAddr::from(*ip).to_string(), true),
+        _ => (String::new(), false),
+    };
+    let has_san_of_kind = if is_ip {
+        !names.ip_addresses.is_empty()
+    } else {
+        !names.dns_names.is_empty()
+    };
+    if has_san_of_kind {
+        if rustls::client::verify_server_name(cert, server_name).is_ok() {
+            return Ok(());
+        }
+    } else if let Some(cn) = &names.common_name {
+        if crate::x509::host_matches(cn, &host) {
+            return Ok(());
+        }
+    }
+    let mut presented: Vec<String> = names.dns_names.clone();
+    presented.extend(names.ip_addresses.iter().map(|ip| ip.to_string()));
+    if !has_san_of_kind {
+        if let Some(cn) = &names.common_name {
+            presented.push(format!("CN={cn}"));
+        }
+    }
+    let presented = if presented.is_empty() {
+        "no names".to_owned()
+    } else {
+        presented.join(", ")
+    };
+    Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+        rustls::OtherError(Arc::new(NameMismatch(format!(
+            "name mismatch: expected \"{host}\", certificate names {presented}"
+        )))),
+    )))
+}
+
+#[derive(Debug)]
+struct NameMismatch(String);
+
+impl std::fmt::Display for NameMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NameMismatch {}
+
+/// Why a server's certificate was refused, in words, when `e` is a verification failure
+/// (the handshake's io::Error wraps the rustls error); `None` for other TLS failures.
+pub fn verification_failure(e: &std::io::Error) -> Option<String> {
+    let rustls::Error::InvalidCertificate(c) = e.get_ref()?.downcast_ref::<rustls::Error>()? else {
+        return None;
+    };
+    Some(match c {
+        CertificateError::UnknownIssuer => {
+            "unknown CA: the certificate does not chain to server_tls_ca_file".to_owned()
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            format!("the certificate has expired ({c})")
+        }
+        CertificateError::Other(o) => o.to_string(),
+        other => other.to_string(),
+    })
+}
+
 fn open(key: &'static str, path: &Path) -> Result<BufReader<File>, TlsError> {
     File::open(path)
         .map(BufReader::new)
@@ -104,21 +340,19 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    const KEY: &str = "client_tls_key_file";
-    rustls_pemfile::private_key(&mut open(KEY, path)?)
-        .map_err(|e| tls_error(KEY, path, format!("invalid PEM: {e}")))?
-        .ok_or_else(|| tls_error(KEY, path, "no private key found in PEM"))
+fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    rustls_pemfile::private_key(&mut open(key, path)?)
+        .map_err(|e| tls_error(key, path, format!("invalid PEM: {e}")))?
+        .ok_or_else(|| tls_error(key, path, "no private key found in PEM"))
 }
 
-fn warn_if_key_readable(path: &Path) {
+fn warn_if_key_readable(key: &str, path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             log::warn!(
-                "client_tls_key_file {}: readable by group or others (mode {mode:03o}); \
-                 chmod 600 it",
+                "{key} {}: readable by group or others (mode {mode:03o}); chmod 600 it",
                 path.display()
             );
         }

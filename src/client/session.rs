@@ -152,11 +152,10 @@ impl Session<'_> {
                     self.attach().await?;
                 }
                 let server = self.server.as_mut().expect("attached just above");
-                if let Err(e) = futures_lite::AsyncWriteExt::write_all(
-                    &mut server.stream,
-                    &conn.rbuf.data()[..forward],
-                )
-                .await
+                if let Err(e) = server
+                    .stream
+                    .write_all_flushed(&conn.rbuf.data()[..forward])
+                    .await
                 {
                     self.drop_server();
                     return Err(SessionError::server_io(e));

@@ -49,13 +49,16 @@ pub enum TlsMode {
     Disable,
     /// TLS offered when the client asks for it; plaintext accepted.
     Allow,
-    /// Same as `allow` on the server side.
+    /// Same as `allow` towards clients. Towards servers (and for `allow` too): TLS when
+    /// the server offers it, plaintext when it answers 'N' or the handshake fails.
     Prefer,
     /// TLS required: plaintext logins are refused.
     Require,
-    /// TLS required, with a client certificate that chains to `client_tls_ca_file`.
+    /// TLS required, with a client certificate that chains to `client_tls_ca_file`; towards
+    /// servers, a server certificate that chains to `server_tls_ca_file`.
     VerifyCa,
-    /// Same as `verify-ca` (pgring has no certificate-to-user mapping yet).
+    /// Same as `verify-ca` towards clients (pgring has no certificate-to-user mapping
+    /// yet); towards servers, the certificate must also name the database entry's `host`.
     VerifyFull,
 }
 
@@ -67,6 +70,23 @@ impl TlsMode {
 
     /// True when clients must present a certificate.
     pub fn verifies_client(self) -> bool {
+        self >= TlsMode::VerifyCa
+    }
+
+    /// The config keyword: `"verify-full"`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Allow => "allow",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require => "require",
+            TlsMode::VerifyCa => "verify-ca",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// True when the server's certificate is checked (`verify-ca`, `verify-full`).
+    pub fn verifies_server(self) -> bool {
         self >= TlsMode::VerifyCa
     }
 }
@@ -155,6 +175,18 @@ pub struct PoolerConfig {
     /// `verify-full`.
     pub client_tls_ca_file: Option<PathBuf>,
     pub client_tls_protocols: TlsProtocols,
+
+    /// Server-side TLS (pgring to PostgreSQL over TCP), libpq's sslmode names. Default
+    /// `prefer`. Unix-socket servers never use TLS.
+    pub server_tls_sslmode: TlsMode,
+    /// PEM roots the server's certificate must chain to (may hold many); required by
+    /// `verify-ca` and `verify-full`.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate chain and private key pgring presents to PostgreSQL; optional,
+    /// both or neither.
+    pub server_tls_cert_file: Option<PathBuf>,
+    pub server_tls_key_file: Option<PathBuf>,
+    pub server_tls_protocols: TlsProtocols,
 
     pub log_connections: bool,
     pub log_disconnections: bool,

@@ -180,6 +180,11 @@ impl Default for PoolerConfig {
             client_tls_key_file: None,
             client_tls_ca_file: None,
             client_tls_protocols: TlsProtocols::Secure,
+            server_tls_sslmode: TlsMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
+            server_tls_protocols: TlsProtocols::Secure,
             log_connections: true,
             log_disconnections: true,
             log_pooler_errors: true,
@@ -273,6 +278,12 @@ struct RawPooler {
     client_tls_key_file: Option<String>,
     client_tls_ca_file: Option<String>,
     client_tls_protocols: Option<Keyword<TlsProtocols>>,
+
+    server_tls_sslmode: Option<Spanned<Keyword<TlsMode>>>,
+    server_tls_ca_file: Option<String>,
+    server_tls_cert_file: Option<Spanned<String>>,
+    server_tls_key_file: Option<Spanned<String>>,
+    server_tls_protocols: Option<Keyword<TlsProtocols>>,
 
     log_connections: Option<bool>,
     log_disconnections: Option<bool>,
@@ -794,6 +805,49 @@ impl Ctx<'_> {
             }
             p.client_tls_sslmode = mode;
         }
+        p.server_tls_ca_file = r.server_tls_ca_file.and_then(|v| self.resolve(v));
+        if let Some(v) = r.server_tls_protocols {
+            p.server_tls_protocols = v.0;
+        }
+        let cert_span = r.server_tls_cert_file.as_ref().map(|v| v.span());
+        let key_span = r.server_tls_key_file.as_ref().map(|v| v.span());
+        p.server_tls_cert_file = r
+            .server_tls_cert_file
+            .and_then(|v| self.resolve(v.into_inner()));
+        p.server_tls_key_file = r
+            .server_tls_key_file
+            .and_then(|v| self.resolve(v.into_inner()));
+        match (&p.server_tls_cert_file, &p.server_tls_key_file) {
+            (Some(_), None) => {
+                return Err(self.invalid(
+                    cert_span.unwrap_or(0..0),
+                    "pooler.server_tls_key_file",
+                    "server_tls_cert_file needs server_tls_key_file; set both or neither",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.invalid(
+                    key_span.unwrap_or(0..0),
+                    "pooler.server_tls_cert_file",
+                    "server_tls_key_file needs server_tls_cert_file; set both or neither",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(v) = r.server_tls_sslmode {
+            let mode = v.get_ref().0;
+            if mode.verifies_server() && p.server_tls_ca_file.is_none() {
+                return Err(self.invalid(
+                    v.span(),
+                    "pooler.server_tls_ca_file",
+                    format!(
+                        "server_tls_sslmode = {:?} needs server_tls_ca_file; set it or use \"require\"",
+                        mode.name()
+                    ),
+                ));
+            }
+            p.server_tls_sslmode = mode;
+        }
         if let Some(v) = r.default_pool_size {
             if *v.get_ref() == 0 {
                 return Err(self.invalid(
@@ -1013,6 +1067,11 @@ pub(super) fn render(config: &Config) -> String {
     kv("client_tls_key_file", toml_path(&p.client_tls_key_file));
     kv("client_tls_ca_file", toml_path(&p.client_tls_ca_file));
     kv("client_tls_protocols", s(p.client_tls_protocols.name()));
+    kv("server_tls_sslmode", s(p.server_tls_sslmode.name()));
+    kv("server_tls_ca_file", toml_path(&p.server_tls_ca_file));
+    kv("server_tls_cert_file", toml_path(&p.server_tls_cert_file));
+    kv("server_tls_key_file", toml_path(&p.server_tls_key_file));
+    kv("server_tls_protocols", s(p.server_tls_protocols.name()));
     kv("log_connections", p.log_connections.to_string());
     kv("log_disconnections", p.log_disconnections.to_string());
     kv("log_pooler_errors", p.log_pooler_errors.to_string());

@@ -167,6 +167,56 @@ fn client_tls_needs_its_files() {
 }
 
 #[test]
+fn server_tls_keys() {
+    let c = ok("[pooler]\n");
+    assert_eq!(c.pooler.server_tls_sslmode, TlsMode::Prefer);
+    let c = ok(r#"
+[pooler]
+server_tls_sslmode = "verify-full"
+server_tls_ca_file = "bundle.pem"
+server_tls_cert_file = "pgring.pem"
+server_tls_key_file = "/keys/pgring.key"
+server_tls_protocols = "tlsv1.2"
+"#);
+    let p = &c.pooler;
+    assert_eq!(p.server_tls_sslmode, TlsMode::VerifyFull);
+    assert_eq!(
+        p.server_tls_ca_file.as_deref(),
+        Some(Path::new("/etc/pgring/bundle.pem"))
+    );
+    assert_eq!(
+        p.server_tls_cert_file.as_deref(),
+        Some(Path::new("/etc/pgring/pgring.pem"))
+    );
+    assert_eq!(
+        p.server_tls_key_file.as_deref(),
+        Some(Path::new("/keys/pgring.key"))
+    );
+    assert_eq!(p.server_tls_protocols, TlsProtocols::Tls12);
+    let again = Config::parse(&c.to_toml(), &c.path).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn server_tls_validation() {
+    let e = err_kind("[pooler]\nserver_tls_sslmode = \"verify-ca\"\n");
+    assert_eq!(e.key(), Some("pooler.server_tls_ca_file"));
+    assert!(e.to_string().contains("verify-ca"), "{e}");
+    let e = err_kind("[pooler]\nserver_tls_sslmode = \"verify-full\"\n");
+    assert_eq!(e.key(), Some("pooler.server_tls_ca_file"));
+    let e = err_kind("[pooler]\nserver_tls_sslmode = \"yes\"\n");
+    assert_eq!(e.key(), Some("pooler.server_tls_sslmode"));
+    let e = err_kind("[pooler]\nserver_tls_protocols = \"sslv3\"\n");
+    assert_eq!(e.key(), Some("pooler.server_tls_protocols"));
+    let e = err_kind("[pooler]\nserver_tls_cert_file = \"c.pem\"\n");
+    assert_eq!(e.key(), Some("pooler.server_tls_key_file"));
+    let e = err_kind("[pooler]\nserver_tls_key_file = \"k.pem\"\n");
+    assert_eq!(e.key(), Some("pooler.server_tls_cert_file"));
+    ok("[pooler]\nserver_tls_sslmode = \"require\"\n");
+    ok("[pooler]\nserver_tls_sslmode = \"disable\"\n");
+}
+
+#[test]
 fn keywords() {
     for (text, mode) in [
         ("session", PoolMode::Session),
@@ -271,11 +321,9 @@ fn unknown_key_in_pooler() {
         err("[pooler]\nlisten_port = 6432\nlisten_prot = 1\n"),
         "pgring.toml:3: pooler.listen_prot: unknown key \"listen_prot\"; did you mean \"listen_port\"?"
     );
-    let e = err("[pooler]\nserver_tls_sslmode = \"require\"\n");
+    let e = err("[pooler]\nserver_tls_mode = \"require\"\n");
     assert!(
-        e.starts_with(
-            "pgring.toml:2: pooler.server_tls_sslmode: unknown key \"server_tls_sslmode\""
-        ),
+        e.starts_with("pgring.toml:2: pooler.server_tls_mode: unknown key \"server_tls_mode\""),
         "{e}"
     );
 }

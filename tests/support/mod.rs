@@ -569,6 +569,16 @@ impl PgCluster {
         RunAs::chown(self.run_as, &path);
     }
 
+    /// Writes `contents` to `name` in the data folder, owned by the server's user with mode
+    /// 0600 (PostgreSQL refuses a key file others can read), and returns its path.
+    pub fn write_data_file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.data.join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        RunAs::chown(self.run_as, &path);
+        path
+    }
+
     /// Replaces pg_hba.conf with `lines` and reloads; new connections use the new rules
     /// when this returns. Panics if the file has errors. Keep a line that lets the
     /// superuser in over TCP (e.g. `host all postgres 127.0.0.1/32 scram-sha-256`) or

@@ -1,0 +1,427 @@
+//! Server-side TLS (pgring to PostgreSQL) against a real PostgreSQL with `ssl = on` and
+//! certificates made here with rcgen: the sslmodes, libpq's host name rules for
+//! `verify-full` (IP SAN, CN fallback), the refusals a client sees, the plaintext fallback
+//! of `prefer`, pgring's client certificate under a pg_hba `cert` rule, and a cancel
+//! request to a TLS server.
+
+mod support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use support::{free_port, psql_cmd, PgCluster, Pgring};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+const USERLIST: &str = "\"app\" \"apppass\"\n";
+const SSL_QUERY: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+/// A CA and its key, for signing leaf certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf certificate and its key, PEM, with subjectAltName `sans` (none when empty)
+    /// and subject CN `cn`.
+    fn leaf(&self, sans: &[&str], cn: &str, server: bool) -> (String, String) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A cluster with role and database `app`; with `ssl = on` and the given server
+/// certificate when `tls` is set, and `client_ca` as `ssl_ca_file` (client certificates).
+fn cluster(tls: Option<(&str, &str)>, client_ca: Option<&str>) -> PgCluster {
+    let pg = PgCluster::start();
+    pg.create_role("app", "apppass", "");
+    pg.create_database("app", "app");
+    if let Some((cert, key)) = tls {
+        pg.write_data_file("server.crt", cert);
+        pg.write_data_file("server.key", key);
+        if let Some(ca) = client_ca {
+            pg.write_data_file("root.crt", ca);
+            pg.psql("ALTER SYSTEM SET ssl_ca_file = 'root.crt'");
+        }
+        pg.psql("ALTER SYSTEM SET ssl = on");
+        pg.reload();
+        assert_eq!(pg.psql("SHOW ssl").trim(), "on");
+    }
+    pg
+}
+
+/// pgring in front of `pg` with the database entry's `host = host` and the given
+/// `server_tls_*` lines; `files` go into pgring's folder.
+fn pgring(pg: &PgCluster, host: &str, pooler: &str, files: &[(&str, &str)]) -> Pgring {
+    let port = free_port();
+    let config = format!(
+        r#"[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {port}
+unix_socket_dir = "{{dir}}"
+auth_type = "md5"
+auth_file = "userlist.txt"
+stats_period = 0
+{pooler}
+
+[databases]
+app = {{ host = "{host}", port = {pgport}, dbname = "app" }}
+"#,
+        pgport = pg.port()
+    );
+    let mut all = vec![("userlist.txt", USERLIST)];
+    all.extend_from_slice(files);
+    Pgring::start(&config, &all)
+}
+
+fn psql(pgring: &Pgring, sql: &str) -> Output {
+    let mut cmd = psql_cmd(pgring.port(), "app", "apppass", "app");
+    cmd.env("PGSSLMODE", "disable");
+    cmd.arg("-c").arg(sql);
+    cmd.output().expect("run psql")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Runs [`SSL_QUERY`] through pgring and returns its answer (`t` over TLS).
+#[track_caller]
+fn backend_ssl(pgring: &Pgring) -> String {
+    let out = psql(pgring, SSL_QUERY);
+    assert!(
+        out.status.success(),
+        "psql failed: {}\n--- pgring.log ---\n{}",
+        text(&out.stderr),
+        pgring.log()
+    );
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Checks that a login through pgring fails with all of `needles` in psql's error, and
+/// returns the error.
+#[track_caller]
+fn login_fails(pgring: &Pgring, needles: &[&str]) -> String {
+    let out = psql(pgring, "SELECT 1");
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "psql succeeded: {}",
+        text(&out.stdout)
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "expected {needle:?} in psql's error: {stderr}\n--- pgring.log ---\n{}",
+            pgring.log()
+        );
+    }
+    stderr
+}
+
+#[test]
+fn verify_full_with_an_ip_san_gives_a_tls_backend() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg server", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    // A bundle: an unrelated CA first, then the one that signed the server's certificate.
+    let bundle = format!("{}{}", Ca::new("other CA").pem(), ca.pem());
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "shards = 1\nserver_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"bundle.pem\"",
+        &[("bundle.pem", &bundle)],
+    );
+    assert_eq!(backend_ssl(&p), "t");
+    // A whole session over TLS, with more data than one TLS record.
+    let out = psql(
+        &p,
+        "BEGIN; CREATE TEMP TABLE t AS SELECT g FROM generate_series(1, 20000) g; \
+         SELECT sum(g) FROM t; COMMIT;",
+    );
+    assert!(
+        text(&out.stdout).contains("200010000"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The pooled connection passes the liveness check (which looks at the socket under
+    // the TLS session) and is reused: the same backend, still on TLS.
+    let pid = |p: &Pgring| {
+        text(&psql(p, "SELECT pg_backend_pid()").stdout)
+            .trim()
+            .to_owned()
+    };
+    let first = pid(&p);
+    assert_eq!(pid(&p), first);
+    assert_eq!(backend_ssl(&p), "t");
+    assert_eq!(pid(&p), first);
+}
+
+#[test]
+fn verify_full_refuses_a_certificate_for_another_host() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["db.example.com"], "db.example.com", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &ca.pem())],
+    );
+    // An IP host with no iPAddress SAN: libpq (and pgring) also try the CN.
+    login_fails(
+        &p,
+        &[
+            "server connection failed TLS verification",
+            "name mismatch: expected \"127.0.0.1\"",
+            "certificate names db.example.com, CN=db.example.com",
+        ],
+    );
+    assert!(
+        p.log().contains("failed TLS verification"),
+        "the reason is logged: {}",
+        p.log()
+    );
+}
+
+#[test]
+fn verify_full_falls_back_to_the_common_name_without_a_san() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&[], "localhost", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let p = pgring(
+        &pg,
+        "localhost",
+        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &ca.pem())],
+    );
+    assert_eq!(backend_ssl(&p), "t");
+}
+
+#[test]
+fn verify_full_ignores_the_common_name_when_there_is_a_dns_san() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["db.example.com"], "localhost", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let p = pgring(
+        &pg,
+        "localhost",
+        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &ca.pem())],
+    );
+    login_fails(&p, &["name mismatch", "\"localhost\"", "db.example.com"]);
+}
+
+#[test]
+fn require_skips_verification_and_verify_ca_checks_the_root() {
+    let ca = Ca::new("unknown CA");
+    let (cert, key) = ca.leaf(&["db.example.com"], "db.example.com", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let p = pgring(&pg, "127.0.0.1", "server_tls_sslmode = \"require\"", &[]);
+    assert_eq!(backend_ssl(&p), "t");
+    drop(p);
+    // The default, prefer, uses TLS when the server offers it.
+    let p = pgring(&pg, "127.0.0.1", "", &[]);
+    assert_eq!(backend_ssl(&p), "t");
+    drop(p);
+    // verify-ca ignores the name, but the root must be right.
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "server_tls_sslmode = \"verify-ca\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &ca.pem())],
+    );
+    assert_eq!(backend_ssl(&p), "t");
+    drop(p);
+    let wrong = Ca::new("another CA");
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "server_tls_sslmode = \"verify-ca\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &wrong.pem())],
+    );
+    login_fails(
+        &p,
+        &["server connection failed TLS verification", "unknown CA"],
+    );
+}
+
+#[test]
+fn prefer_goes_plaintext_without_server_ssl_and_require_refuses() {
+    let pg = cluster(None, None);
+    let p = pgring(&pg, "127.0.0.1", "server_tls_sslmode = \"prefer\"", &[]);
+    assert_eq!(backend_ssl(&p), "f");
+    drop(p);
+    let p = pgring(&pg, "127.0.0.1", "server_tls_sslmode = \"disable\"", &[]);
+    assert_eq!(backend_ssl(&p), "f");
+    drop(p);
+    let p = pgring(&pg, "127.0.0.1", "server_tls_sslmode = \"require\"", &[]);
+    login_fails(&p, &["does not support SSL", "require"]);
+}
+
+#[test]
+fn unix_socket_servers_never_use_tls() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let host = pg.socket_dir().to_str().unwrap().to_owned();
+    let p = pgring(&pg, &host, "server_tls_sslmode = \"require\"", &[]);
+    assert_eq!(backend_ssl(&p), "f");
+}
+
+#[test]
+fn client_certificate_passes_a_cert_hba_rule() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let (cert, key) = server_ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), Some(&client_ca.pem()));
+    pg.set_hba(&[
+        "local all all scram-sha-256",
+        "host all postgres 127.0.0.1/32 scram-sha-256",
+        "hostssl all app 127.0.0.1/32 cert",
+    ]);
+    let (client_cert, client_key) = client_ca.leaf(&[], "app", false);
+    let tls = "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"ca.pem\"";
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        &format!(
+            "{tls}\nserver_tls_cert_file = \"pgring.pem\"\nserver_tls_key_file = \"pgring.key\""
+        ),
+        &[
+            ("ca.pem", &server_ca.pem()),
+            ("pgring.pem", &client_cert),
+            ("pgring.key", &client_key),
+        ],
+    );
+    assert_eq!(backend_ssl(&p), "t");
+    drop(p);
+    // Without the certificate, PostgreSQL refuses the login.
+    let p = pgring(&pg, "127.0.0.1", tls, &[("ca.pem", &server_ca.pem())]);
+    login_fails(&p, &["certificate"]);
+}
+
+#[tokio::test]
+async fn cancel_reaches_a_tls_server() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    // Only TLS connections may log in.
+    pg.set_hba(&[
+        "local all all scram-sha-256",
+        "hostssl all all 127.0.0.1/32 scram-sha-256",
+    ]);
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &ca.pem())],
+    );
+    let conn_str = format!(
+        "host=127.0.0.1 port={} user=app password=apppass dbname=app sslmode=disable",
+        p.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(10)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    token
+        .cancel_query(NoTls)
+        .await
+        .expect("cancel request sent");
+    let result = tokio::time::timeout(Duration::from_secs(8), sleeper)
+        .await
+        .expect("the query ended after the cancel")
+        .unwrap();
+    let err = result.expect_err("pg_sleep was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn reload_swaps_the_server_ca_and_keeps_it_when_broken() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let wrong = Ca::new("another CA");
+    let p = pgring(
+        &pg,
+        "127.0.0.1",
+        "server_login_retry = 0\nserver_tls_sslmode = \"verify-ca\"\nserver_tls_ca_file = \"ca.pem\"",
+        &[("ca.pem", &wrong.pem())],
+    );
+    login_fails(&p, &["unknown CA"]);
+    std::fs::write(p.dir().join("ca.pem"), ca.pem()).unwrap();
+    assert!(p.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !psql(&p, "SELECT 1").status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the new CA file is not used after SIGHUP\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(backend_ssl(&p), "t");
+
+    // A CA file that cannot be parsed: the reload fails, names the key, the running setup stays.
+    std::fs::write(p.dir().join("ca.pem"), "not a certificate\n").unwrap();
+    assert!(p.signal(libc::SIGHUP));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.log().contains("no certificate found in PEM") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload error logged\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no certificate found in PEM"))
+        .unwrap();
+    assert!(line.contains("reload failed"), "{line}");
+    assert!(line.contains("server_tls_ca_file"), "{line}");
+    assert_eq!(backend_ssl(&p), "t");
+}
