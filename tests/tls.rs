@@ -3,6 +3,8 @@
 //! plaintext buffered behind an SSLRequest, a config without its key), and the reload of
 //! the certificate.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
 use std::io::{Read, Write};
@@ -12,61 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use certs::Ca;
 use support::{free_port, psql_cmd, PgCluster, Pgring};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 const USERLIST: &str = "\"app\" \"apppass\"\n";
-
-/// A CA and its key, for signing leaf certificates.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// A leaf certificate and its key, PEM: for `localhost` and 127.0.0.1 as a server,
-    /// or for `cn` as a client.
-    fn leaf(&self, cn: &str, server: bool) -> (String, String) {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let names: Vec<String> = if server {
-            vec!["localhost".into(), "127.0.0.1".into()]
-        } else {
-            Vec::new()
-        };
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 struct Setup {
     _pg: PgCluster,
@@ -106,7 +59,7 @@ client_tls_ca_file = "ca.pem""#;
 /// root for client certificates.
 fn setup(mode: &str, ca: &Ca) -> Setup {
     let pg = cluster();
-    let (cert, key) = ca.leaf("pgring test server", true);
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
     let ca_pem = ca.pem();
     let pooler = format!("client_tls_sslmode = \"{mode}\"\n{TLS_KEYS}");
     let pgring = Pgring::start(
@@ -288,7 +241,7 @@ fn verify_ca_requires_a_client_certificate() {
     let ca = Ca::new("pgring test CA");
     let s = setup("verify-ca", &ca);
     let port = s.pgring.port();
-    let (cert, key) = ca.leaf("app", false);
+    let (cert, key) = ca.leaf(&[], "app", false);
     let cert = write_file(&s.pgring, "client.pem", &cert);
     let key = write_file(&s.pgring, "client.key", &key);
     let out = psql(
@@ -305,7 +258,7 @@ fn verify_ca_requires_a_client_certificate() {
     let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
     assert!(!out.status.success());
     // A certificate from another CA: refused too.
-    let (cert, key) = Ca::new("someone else").leaf("app", false);
+    let (cert, key) = Ca::new("someone else").leaf(&[], "app", false);
     let cert = write_file(&s.pgring, "other.pem", &cert);
     let key = write_file(&s.pgring, "other.key", &key);
     let out = psql(
@@ -358,7 +311,7 @@ fn plaintext_buffered_after_ssl_request_is_refused() {
 fn protocols_limit_the_tls_version() {
     let pg = cluster();
     let ca = Ca::new("pgring test CA");
-    let (cert, key) = ca.leaf("pgring test server", true);
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
     let start = |protocols: &str| {
         let pooler = format!(
             "client_tls_sslmode = \"require\"\nclient_tls_protocols = \"{protocols}\"\n\
@@ -413,7 +366,7 @@ fn check_names_the_missing_key_and_the_bad_file() {
 
     // All keys there, but the key file holds no key.
     let ca = Ca::new("pgring test CA");
-    let (cert, _) = ca.leaf("s", true);
+    let (cert, _) = ca.leaf(&["localhost", "127.0.0.1"], "s", true);
     std::fs::write(dir.path().join("server.pem"), cert).unwrap();
     std::fs::write(dir.path().join("server.key"), ca.pem()).unwrap();
     std::fs::write(
@@ -458,7 +411,11 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
     assert_eq!(assert_ok(&verify(&old_root), &s.pgring).trim(), "1");
     assert!(!verify(&new_root).status.success());
 
-    let (cert, key) = new_ca.leaf("pgring test server, renewed", true);
+    let (cert, key) = new_ca.leaf(
+        &["localhost", "127.0.0.1"],
+        "pgring test server, renewed",
+        true,
+    );
     std::fs::write(s.pgring.dir().join("server.pem"), cert).unwrap();
     std::fs::write(s.pgring.dir().join("server.key"), key).unwrap();
     assert!(s.pgring.signal(libc::SIGHUP));
@@ -500,7 +457,7 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
 fn a_stalled_handshake_counts_against_client_login_timeout() {
     let pg = cluster();
     let ca = Ca::new("pgring test CA");
-    let (cert, key) = ca.leaf("pgring test server", true);
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
     let pooler = "client_login_timeout = 1\nclient_tls_sslmode = \"require\"\n\
                   client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\"";
     let pgring = Pgring::start(
