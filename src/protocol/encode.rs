@@ -26,6 +26,10 @@ pub(crate) fn finish(out: &mut BytesMut, at: usize) {
 /// Writes `s` as a NUL-terminated string. A NUL inside would end the field early;
 /// PostgreSQL never sends one, so it is dropped.
 pub(crate) fn put_cstr(out: &mut BytesMut, s: &str) {
-    out.extend(s.bytes().filter(|&b| b != 0));
+    if s.as_bytes().contains(&0) {
+        out.extend(s.bytes().filter(|&b| b != 0));
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
     out.put_u8(0);
 }
