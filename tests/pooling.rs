@@ -2,11 +2,14 @@
 //! clients over a small pool, cancel requests across shards, parameter tracking,
 //! reload and graceful shutdown.
 
+#[path = "support/cancel.rs"]
+mod cancel;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{free_port, pgbench_cmd, psql_cmd, PgCluster, Pgring};
+use cancel::cancel_sleep;
+use support::{app_config, free_port, pgbench_cmd, psql_cmd, PgCluster, Pgring};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -28,27 +31,9 @@ fn setup(pooler: &str) -> Setup {
     Setup { pg, pgring }
 }
 
-fn config(pg: &PgCluster, port: u16, pooler: &str) -> String {
-    format!(
-        r#"[pooler]
-listen_addr = "127.0.0.1"
-listen_port = {port}
-unix_socket_dir = "{{dir}}"
-auth_type = "md5"
-auth_file = "userlist.txt"
-stats_period = 0
-{pooler}
-
-[databases]
-app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
-"#,
-        pgport = pg.port()
-    )
-}
-
 fn start_pgring(pg: &PgCluster, pooler: &str, userlist: &str) -> Pgring {
     let port = free_port();
-    Pgring::start(&config(pg, port, pooler), &[("userlist.txt", userlist)])
+    Pgring::start(&app_config(pg, port, pooler), &[("userlist.txt", userlist)])
 }
 
 fn conn_str(port: u16) -> String {
@@ -249,32 +234,6 @@ async fn statement_mode_refuses_transaction_blocks() {
     // Everyone else still gets served.
     let other = connect(s.pgring.port()).await;
     other.query_one("SELECT 1", &[]).await.unwrap();
-}
-
-/// Cancels a `pg_sleep(10)` through pgring and checks it ends within a second.
-async fn cancel_sleep(conn_str: &str) {
-    let client = connect_with(conn_str).await;
-    let token = client.cancel_token();
-    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(10)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    token
-        .cancel_query(NoTls)
-        .await
-        .expect("cancel request sent");
-    let result = tokio::time::timeout(Duration::from_secs(8), sleeper)
-        .await
-        .expect("the query ended after the cancel")
-        .unwrap();
-    let err = result.expect_err("pg_sleep was cancelled");
-    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
-    // Typically a few milliseconds; the bound only says "the cancel, not the 10 s sleep,
-    // ended the query", with room for a loaded machine.
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -489,7 +448,7 @@ fn failed_server_login_is_reported_until_server_login_retry_passes() {
     pg.create_role("app", "apppass", "");
     pg.create_database("app", "app");
     let port = free_port();
-    let config = config(&pg, port, "pool_mode = \"transaction\"\nshards = 1\nserver_login_retry = 2")
+    let config = app_config(&pg, port, "pool_mode = \"transaction\"\nshards = 1\nserver_login_retry = 2")
         .replace(
             "[databases]\n",
             &format!(

@@ -4,6 +4,8 @@
 //! of `prefer`, pgring's client certificate under a pg_hba `cert` rule, and a cancel
 //! request to a TLS server.
 
+#[path = "support/cancel.rs"]
+mod cancel;
 #[path = "support/certs.rs"]
 mod certs;
 mod support;
@@ -11,10 +13,9 @@ mod support;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use cancel::cancel_sleep;
 use certs::Ca;
 use support::{free_port, psql_cmd, PgCluster, Pgring};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 const USERLIST: &str = "\"app\" \"apppass\"\n";
 const SSL_QUERY: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
@@ -310,27 +311,7 @@ async fn cancel_reaches_a_tls_server() {
         "host=127.0.0.1 port={} user=app password=apppass dbname=app sslmode=disable",
         p.port()
     );
-    let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let token = client.cancel_token();
-    let sleeper = tokio::spawn(async move { client.batch_execute("SELECT pg_sleep(10)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    token
-        .cancel_query(NoTls)
-        .await
-        .expect("cancel request sent");
-    let result = tokio::time::timeout(Duration::from_secs(8), sleeper)
-        .await
-        .expect("the query ended after the cancel")
-        .unwrap();
-    let err = result.expect_err("pg_sleep was cancelled");
-    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    cancel_sleep(&conn_str).await;
 }
 
 #[test]

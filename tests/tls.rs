@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use certs::Ca;
-use support::{free_port, psql_cmd, PgCluster, Pgring};
+use support::{app_config, free_port, psql_cmd, PgCluster, Pgring};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -33,24 +33,6 @@ fn cluster() -> PgCluster {
     pg
 }
 
-fn config(pg: &PgCluster, port: u16, pooler: &str) -> String {
-    format!(
-        r#"[pooler]
-listen_addr = "127.0.0.1"
-listen_port = {port}
-unix_socket_dir = "{{dir}}"
-auth_type = "md5"
-auth_file = "userlist.txt"
-stats_period = 0
-{pooler}
-
-[databases]
-app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
-"#,
-        pgport = pg.port()
-    )
-}
-
 const TLS_KEYS: &str = r#"client_tls_cert_file = "server.pem"
 client_tls_key_file = "server.key"
 client_tls_ca_file = "ca.pem""#;
@@ -63,7 +45,7 @@ fn setup(mode: &str, ca: &Ca) -> Setup {
     let ca_pem = ca.pem();
     let pooler = format!("client_tls_sslmode = \"{mode}\"\n{TLS_KEYS}");
     let pgring = Pgring::start(
-        &config(&pg, free_port(), &pooler),
+        &app_config(&pg, free_port(), &pooler),
         &[
             ("userlist.txt", USERLIST),
             ("server.pem", &cert),
@@ -227,7 +209,10 @@ async fn require_refuses_plaintext() {
 #[test]
 fn disable_stays_plaintext() {
     let pg = cluster();
-    let pgring = Pgring::start(&config(&pg, free_port(), ""), &[("userlist.txt", USERLIST)]);
+    let pgring = Pgring::start(
+        &app_config(&pg, free_port(), ""),
+        &[("userlist.txt", USERLIST)],
+    );
     let port = pgring.port();
     let out = psql(port, &[("PGSSLMODE", "prefer")], "\\conninfo");
     let info = assert_ok(&out, &pgring);
@@ -318,7 +303,7 @@ fn protocols_limit_the_tls_version() {
              client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\""
         );
         Pgring::start(
-            &config(&pg, free_port(), &pooler),
+            &app_config(&pg, free_port(), &pooler),
             &[
                 ("userlist.txt", USERLIST),
                 ("server.pem", &cert),
@@ -461,7 +446,7 @@ fn a_stalled_handshake_counts_against_client_login_timeout() {
     let pooler = "client_login_timeout = 1\nclient_tls_sslmode = \"require\"\n\
                   client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\"";
     let pgring = Pgring::start(
-        &config(&pg, free_port(), pooler),
+        &app_config(&pg, free_port(), pooler),
         &[
             ("userlist.txt", USERLIST),
             ("server.pem", &cert),

@@ -803,3 +803,24 @@ impl Drop for Pgring {
         }
     }
 }
+
+/// A pgring config listening on 127.0.0.1:`port` (and a Unix socket in pgring's own
+/// folder), md5 against `userlist.txt`, the given extra `[pooler]` lines, and database
+/// `app` on `pg`.
+pub fn app_config(pg: &PgCluster, port: u16, pooler: &str) -> String {
+    format!(
+        r#"[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {port}
+unix_socket_dir = "{{dir}}"
+auth_type = "md5"
+auth_file = "userlist.txt"
+stats_period = 0
+{pooler}
+
+[databases]
+app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
+"#,
+        pgport = pg.port()
+    )
+}
