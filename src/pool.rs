@@ -21,6 +21,9 @@ use crate::error::{Fault, SessionError};
 use crate::protocol::sqlstate;
 use crate::server::{self, ConnectOptions, ServerConn, ServerCredential, ServerTarget};
 
+/// Reported parameters (name, value), shared without copying.
+pub type Params = Rc<[(String, String)]>;
+
 /// Identifies a pool within a shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -138,7 +141,7 @@ pub struct Pool {
     open: Cell<u32>,
     waiters: RefCell<VecDeque<oneshot::Sender<ServerConn>>>,
     /// Parameters a fresh server reports, shown to clients at login.
-    welcome: RefCell<Option<Vec<(String, String)>>>,
+    welcome: RefCell<Option<Params>>,
     /// The latest failed connection attempt, for `server_login_retry`.
     last_login_failure: RefCell<Option<(Instant, SessionError)>>,
 }
@@ -208,7 +211,7 @@ impl Pool {
         !matches!(*self.credential.borrow(), ServerCredential::None)
     }
 
-    pub fn welcome_params(&self) -> Option<Vec<(String, String)>> {
+    pub fn welcome_params(&self) -> Option<Params> {
         self.welcome.borrow().clone()
     }
 
@@ -354,7 +357,7 @@ impl Pool {
         match server::connect(&self.target, self.address.clone(), &credential, opts).await {
             Ok(conn) => {
                 if self.welcome.borrow().is_none() {
-                    *self.welcome.borrow_mut() = Some(conn.params.clone());
+                    *self.welcome.borrow_mut() = Some(conn.params.clone().into());
                 }
                 self.last_login_failure.borrow_mut().take();
                 Ok(conn)

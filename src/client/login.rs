@@ -152,11 +152,11 @@ pub async fn run(
     }
 
     // The welcome: the parameters of a real server, with the client's own values on top.
-    let mut welcome = match pool.welcome_params() {
+    let welcome = match pool.welcome_params() {
         Some(w) => w,
         None => {
             let server = pool.acquire().await?;
-            let w = server.params.clone();
+            let w: crate::pool::Params = server.params.clone().into();
             pool.release(server);
             w
         }
@@ -188,19 +188,23 @@ pub async fn run(
             pool.release(server);
         }
     }
-    for (name, value) in aligned.iter() {
-        crate::server::set_param(&mut welcome, name, value);
-    }
-    for (name, value) in &welcome {
-        if tracked_name(name).is_some() {
-            aligned.set(name, value);
-        }
-    }
 
     let cancel_key = shard.cancel.register();
     backend::authentication(&mut out, &Authentication::Ok);
-    for (name, value) in &welcome {
-        backend::parameter_status(&mut out, name, value);
+    // What the client is shown: the server's values with its own on top. Every tracked
+    // value it is shown becomes the value its server connections are aligned to.
+    for (name, value) in welcome.iter() {
+        backend::parameter_status(&mut out, name, aligned.get(name).unwrap_or(value));
+    }
+    for (name, value) in aligned.iter() {
+        if !welcome.iter().any(|(n, _)| n == name) {
+            backend::parameter_status(&mut out, name, value);
+        }
+    }
+    for (name, value) in welcome.iter() {
+        if tracked_name(name).is_some() && aligned.get(name).is_none() {
+            aligned.set(name, value);
+        }
     }
     backend::backend_key_data(&mut out, cancel_key);
     backend::ready_for_query(&mut out, TxStatus::Idle);
