@@ -61,7 +61,7 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     pub auth: ArcSwap<AuthTable>,
     /// The rustls configuration for client handshakes; `None` when client TLS is off.
-    pub tls: ArcSwapOption<rustls::ServerConfig>,
+    pub tls: ArcSwapOption<crate::tls::ClientTls>,
     /// The rustls configuration for server handshakes; `None` when server TLS is off.
     pub server_tls: ArcSwapOption<rustls::ClientConfig>,
     /// Bumped after every successful reload.
@@ -75,14 +75,14 @@ impl Shared {
     pub fn new(
         config: Arc<Config>,
         auth: Arc<AuthTable>,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<crate::tls::ClientTls>,
         server_tls: Option<Arc<rustls::ClientConfig>>,
         shards: usize,
     ) -> Shared {
         Shared {
             config: ArcSwap::new(config),
             auth: ArcSwap::new(auth),
-            tls: ArcSwapOption::new(tls),
+            tls: ArcSwapOption::new(tls.map(Arc::new)),
             server_tls: ArcSwapOption::new(server_tls),
             generation: AtomicU64::new(0),
             clients: AtomicU32::new(0),
@@ -96,12 +96,12 @@ impl Shared {
         &self,
         config: Arc<Config>,
         auth: Arc<AuthTable>,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<crate::tls::ClientTls>,
         server_tls: Option<Arc<rustls::ClientConfig>>,
     ) {
         self.config.store(config);
         self.auth.store(auth);
-        self.tls.store(tls);
+        self.tls.store(tls.map(Arc::new));
         self.server_tls.store(server_tls);
         self.generation.fetch_add(1, Ordering::Release);
     }

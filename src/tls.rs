@@ -44,9 +44,19 @@ fn tls_error(key: &'static str, path: &Path, message: impl Into<String>) -> TlsE
     }
 }
 
+/// What pgring needs to accept TLS from clients: the rustls configuration and what
+/// SCRAM channel binding needs of the certificate it presents.
+#[derive(Debug)]
+pub struct ClientTls {
+    pub config: Arc<ServerConfig>,
+    /// `tls-server-end-point` data of pgring's certificate; `None` when its signature
+    /// algorithm has no single hash (Ed25519), and then SCRAM-SHA-256-PLUS is not offered.
+    pub end_point: Option<Vec<u8>>,
+}
+
 /// The server configuration for client handshakes, or `None` when
 /// `client_tls_sslmode = "disable"`.
-pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
     if p.client_tls_sslmode == TlsMode::Disable {
         return Ok(None);
     }
@@ -56,6 +66,9 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
     let certs = read_certs("client_tls_cert_file", cert_path)?;
     let key = read_key("client_tls_key_file", key_path)?;
     warn_if_key_readable("client_tls_key_file", key_path);
+    let end_point = certs
+        .first()
+        .and_then(|c| crate::x509::tls_server_end_point(c));
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -84,7 +97,10 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
         )
     })?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-    Ok(Some(Arc::new(config)))
+    Ok(Some(ClientTls {
+        config: Arc::new(config),
+        end_point,
+    }))
 }
 
 fn versions(protocols: TlsProtocols) -> &'static [&'static SupportedProtocolVersion] {

@@ -1,5 +1,8 @@
-//! Just enough X.509 reading for libpq's host name rules: the subject's common name and
-//! the subjectAltName dNSName and iPAddress entries of a DER certificate.
+//! Just enough X.509 reading for libpq's host name rules (the subject's common name and
+//! the subjectAltName dNSName and iPAddress entries of a DER certificate), for `cert`
+//! authentication (the client certificate's common name), and for SCRAM channel binding
+//! (the hash algorithm of the certificate's signature, which decides the
+//! `tls-server-end-point` digest).
 //!
 //! rustls (through webpki) checks chains and subjectAltName but never looks at the
 //! subject CN, and it exposes no list of the names; a full X.509 parser (x509-parser and
@@ -56,6 +59,47 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     let (t, body, rest) = tlv(input)?;
     (t == tag).then_some((body, rest))
+}
+
+/// OIDs of the signature algorithms whose hash `tls-server-end-point` uses (RFC 5929
+/// section 4.1: MD5 and SHA-1 are replaced by SHA-256).
+const OID_SIG_SHA256: &[&[u8]] = &[
+    // md5WithRSAEncryption, sha1WithRSAEncryption, sha256WithRSAEncryption
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04],
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05],
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+    // ecdsa-with-SHA1, ecdsa-with-SHA256
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01],
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+];
+const OID_SIG_SHA384: &[&[u8]] = &[
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c],
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+];
+const OID_SIG_SHA512: &[&[u8]] = &[
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+    &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
+];
+
+/// The `tls-server-end-point` channel-binding data of a DER certificate (RFC 5929): the
+/// certificate hashed with its signature's hash function, SHA-256 standing in for MD5
+/// and SHA-1. `None` for signatures without a single hash function (Ed25519, RSA-PSS),
+/// where PostgreSQL offers no channel binding either, and for unreadable input.
+pub fn tls_server_end_point(der: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    let (cert, _) = expect(der, SEQUENCE)?;
+    let (_, _, rest) = tlv(cert)?;
+    let (algorithm, _) = expect(rest, SEQUENCE)?;
+    let (oid, _) = expect(algorithm, OID)?;
+    if OID_SIG_SHA256.contains(&oid) {
+        Some(sha2::Sha256::digest(der).to_vec())
+    } else if OID_SIG_SHA384.contains(&oid) {
+        Some(sha2::Sha384::digest(der).to_vec())
+    } else if OID_SIG_SHA512.contains(&oid) {
+        Some(sha2::Sha512::digest(der).to_vec())
+    } else {
+        None
+    }
 }
 
 /// The names of a DER certificate; `None` when it cannot be read.
@@ -193,6 +237,29 @@ mod tests {
         let n = names(&cert(p)).unwrap();
         assert_eq!(n.common_name.as_deref(), Some("localhost"));
         assert!(n.dns_names.is_empty() && n.ip_addresses.is_empty());
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature() {
+        use sha2::Digest;
+        let mut params = rcgen::CertificateParams::new(vec!["db.example".into()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (alg, len) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, 32),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, 48),
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let der = params.clone().self_signed(&key).unwrap().der().to_vec();
+            let hash = tls_server_end_point(&der).unwrap();
+            assert_eq!(hash.len(), len);
+            if len == 32 {
+                assert_eq!(hash, sha2::Sha256::digest(&der).to_vec());
+            }
+        }
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(tls_server_end_point(&der), None);
+        assert_eq!(tls_server_end_point(b"\x30\x03\x02\x01\x00"), None);
     }
 
     #[test]

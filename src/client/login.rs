@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use super::params::{tracked_name, ClientParams};
 use super::ClientConn;
-use crate::auth::scram::{ScramSecret, ScramServer};
+use crate::auth::scram::{ScramSecret, ScramServer, ServerChannelBinding};
 use crate::auth::table::UserAuth;
 use crate::config::AuthType;
 use crate::error::{Fault, SessionError};
@@ -49,6 +49,8 @@ pub async fn run(
     conn: &mut ClientConn,
     admitted: bool,
 ) -> Result<Outcome, SessionError> {
+    // The TLS configuration the client's session was accepted with (for channel binding).
+    let mut accepted_tls = None;
     let (minor, params) = loop {
         match read_startup(conn).await? {
             request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
@@ -73,9 +75,10 @@ pub async fn run(
                     _ => None,
                 };
                 match tls {
-                    Some(config) => {
+                    Some(tls) => {
                         conn.write_all(b"S").await?;
-                        start_tls(conn, config).await?;
+                        start_tls(conn, tls.config.clone()).await?;
+                        accepted_tls = Some(tls);
                     }
                     None => conn.write_all(b"N").await?,
                 }
@@ -141,8 +144,16 @@ pub async fn run(
 
     let auth_table = shard.shared.auth.load_full();
     let user_auth = auth_table.get(&user);
-    let passthrough =
-        authenticate(conn, config.pooler.auth_type, &user, user_auth, &auth_table).await?;
+    let end_point = accepted_tls.as_ref().and_then(|t| t.end_point.as_deref());
+    let passthrough = authenticate(
+        conn,
+        config.pooler.auth_type,
+        &user,
+        user_auth,
+        &auth_table,
+        end_point,
+    )
+    .await?;
 
     let pool = shard.pool_for(&database, &user, db)?;
     if let Some(cred) = passthrough {
@@ -329,13 +340,15 @@ fn auth_failed(user: &str) -> SessionError {
 }
 
 /// Runs the configured method; on success returns the credential a SCRAM login left
-/// behind (keys for pass-through to the server), if any.
+/// behind (keys for pass-through to the server), if any. `end_point` is the channel-binding
+/// data of the TLS session, when there is one that can bind.
 async fn authenticate(
     conn: &mut ClientConn,
     auth_type: AuthType,
     user: &str,
     user_auth: Option<&UserAuth>,
     table: &crate::auth::table::AuthTable,
+    end_point: Option<&[u8]>,
 ) -> Result<Option<ServerCredential>, SessionError> {
     let mut out = BytesMut::new();
     match auth_type {
@@ -368,7 +381,7 @@ async fn authenticate(
             }
             // A SCRAM-only user is switched to SCRAM, as PostgreSQL does.
             None if user_auth.is_some_and(|u| u.scram_secret().is_some()) => {
-                scram(conn, user, user_auth, table).await
+                scram(conn, user, user_auth, table, end_point).await
             }
             // Unknown user: ask for a password anyway, then fail the same way.
             None => {
@@ -379,7 +392,7 @@ async fn authenticate(
                 Err(auth_failed(user))
             }
         },
-        AuthType::ScramSha256 => scram(conn, user, user_auth, table).await,
+        AuthType::ScramSha256 => scram(conn, user, user_auth, table, end_point).await,
     }
 }
 
@@ -402,11 +415,14 @@ fn check_cleartext(auth: &UserAuth, user: &str, given: &[u8]) -> bool {
     false
 }
 
+/// SCRAM-SHA-256, and SCRAM-SHA-256-PLUS with `tls-server-end-point` binding when the
+/// client came over TLS (so libpq's `channel_binding=require` works through pgring).
 async fn scram(
     conn: &mut ClientConn,
     user: &str,
     user_auth: Option<&UserAuth>,
     table: &crate::auth::table::AuthTable,
+    end_point: Option<&[u8]>,
 ) -> Result<Option<ServerCredential>, SessionError> {
     let known = user_auth.and_then(|u| u.scram_secret());
     let mock;
@@ -418,26 +434,31 @@ async fn scram(
         }
     };
     let mut out = BytesMut::new();
-    backend::authentication(
-        &mut out,
-        &Authentication::Sasl {
-            mechanisms: vec!["SCRAM-SHA-256"],
-        },
-    );
+    let mechanisms = match end_point {
+        Some(_) => vec![SCRAM_SHA_256_PLUS, SCRAM_SHA_256],
+        None => vec![SCRAM_SHA_256],
+    };
+    backend::authentication(&mut out, &Authentication::Sasl { mechanisms });
     conn.write_all(&out).await?;
     let body = read_password_message(conn).await?;
     let (mechanism, client_first) =
         frontend::parse_sasl_initial_response(&body).map_err(SessionError::client_protocol)?;
-    if mechanism != "SCRAM-SHA-256" {
-        return Err(SessionError::new(
-            Fault::Client,
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("client selected an invalid SASL authentication mechanism: {mechanism}"),
-        ));
-    }
+    let binding = match (mechanism, end_point) {
+        (SCRAM_SHA_256_PLUS, Some(data)) => ServerChannelBinding::TlsServerEndPoint(data),
+        (SCRAM_SHA_256, Some(_)) => ServerChannelBinding::OfferedNotSelected,
+        (SCRAM_SHA_256, None) => ServerChannelBinding::NotOffered,
+        _ => {
+            return Err(SessionError::new(
+                Fault::Client,
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("client selected an invalid SASL authentication mechanism: {mechanism}"),
+            ))
+        }
+    };
     let nonce = crate::auth::scram::random_nonce();
-    let (challenged, server_first) = ScramServer::start(secret, &nonce, client_first)
-        .map_err(|e| scram_client_error(user, e))?;
+    let (challenged, server_first) =
+        ScramServer::start_with_channel_binding(secret, &nonce, client_first, binding)
+            .map_err(|e| scram_client_error(user, e))?;
     out.clear();
     backend::authentication(
         &mut out,
@@ -467,14 +488,13 @@ async fn scram(
     }))
 }
 
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
 fn scram_client_error(user: &str, e: crate::auth::scram::ScramError) -> SessionError {
     if e.is_auth_failure() {
         auth_failed(user)
     } else {
-        SessionError::new(
-            Fault::Client,
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("malformed SCRAM message: {e}"),
-        )
+        SessionError::new(Fault::Client, sqlstate::PROTOCOL_VIOLATION, e.to_string())
     }
 }
