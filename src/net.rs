@@ -74,6 +74,94 @@ pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// Binds the Unix-socket listener at `path`.
+///
+/// The socket is made with socket2 and driven by glommio's `TcpListener`, whose accept is
+/// family-agnostic (accept4 on the fd). glommio's own `UnixListener` would do, but it
+/// fixes the backlog at 128 and never reveals the fd of an accepted stream, which `peer`
+/// authentication needs for SO_PEERCRED.
+pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(backlog)?;
+    // SAFETY: the fd was just created above and is owned by nobody else.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Turns a connection accepted on the [`bind_unix`] listener into a [`Stream::Unix`] on
+/// this executor, with the peer's user id (SO_PEERCRED) when the kernel gives it.
+pub fn unix_client(accepted: glommio::net::AcceptedTcpStream) -> io::Result<(Stream, Option<u32>)> {
+    use std::os::fd::AsRawFd;
+    let carrier = accepted.bind_to_executor();
+    let fd = carrier.as_raw_fd();
+    let uid = peer_uid(fd);
+    // The glommio stream type that accepted it owns the fd and cannot give it up: keep a
+    // duplicate under the Unix stream type and let the carrier close the original.
+    // SAFETY: `fd` is open (owned by `carrier`); dup returns a new fd or -1.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(carrier);
+    // SAFETY: `dup` is a fresh fd owned by nobody else; ownership moves to the stream.
+    let stream = unsafe { UnixStream::from_raw_fd(dup) };
+    Ok((Stream::Unix(stream, Some(dup)), uid))
+}
+
+/// The user id of the process at the other end of a Unix socket.
+fn peer_uid(fd: RawFd) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// The login name of user id `uid` (getpwuid_r: /etc/passwd or whatever NSS is set up
+/// with), `None` when there is no such user.
+pub fn os_user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain data; zeroed is a valid (if meaningless) value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    loop {
+        // SAFETY: every pointer is valid for the sizes given; on success `result` points
+        // at `pwd`, whose strings point into `buf`.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
+}
+
 /// The path of the Unix socket for `port` in `dir`, named as PostgreSQL names it.
 pub fn unix_socket_path(dir: &Path, port: u16) -> PathBuf {
     dir.join(format!(".s.PGSQL.{port}"))
@@ -140,6 +228,20 @@ impl Stream {
             Stream::Tls(s) => s.get_ref().0.is_unix(),
             Stream::ServerTls(s) => s.get_ref().0.is_unix(),
             Stream::Tcp(_) | Stream::Detached => false,
+        }
+    }
+
+    /// The end-entity certificate a client presented in its TLS handshake (DER), already
+    /// verified against `client_tls_ca_file` by rustls; `None` without TLS or certificate.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+            _ => None,
         }
     }
 

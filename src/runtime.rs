@@ -13,6 +13,8 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use crate::auth::hba::HbaRules;
+use crate::auth::ident::IdentMaps;
 use crate::auth::table::AuthTable;
 use crate::auth::userlist::parse_userlist;
 use crate::config::{Config, ConfigError};
@@ -28,6 +30,9 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("auth_file {path}: {message}")]
     AuthFile { path: PathBuf, message: String },
+    /// auth_hba_file or auth_ident_file; the message names the file and line.
+    #[error("{0}")]
+    AuthRules(String),
     #[error(
         "could not start shard {shard}: {reason}\n\
          pgring runs on io_uring: check that it is enabled (/proc/sys/kernel/io_uring_disabled \
@@ -50,7 +55,8 @@ pub enum StartError {
     },
 }
 
-/// Loads the auth_file named by the config (an empty table when there is none).
+/// Builds the auth table from the files the config names: auth_file (an empty user list
+/// when there is none), auth_hba_file and auth_ident_file.
 pub fn load_auth_table(config: &Config) -> Result<AuthTable, StartError> {
     let entries = match &config.pooler.auth_file {
         Some(path) => {
@@ -65,11 +71,21 @@ pub fn load_auth_table(config: &Config) -> Result<AuthTable, StartError> {
         }
         None => Vec::new(),
     };
-    Ok(AuthTable::from_entries(
-        entries,
-        SCRAM_ITERATIONS,
-        crate::auth::scram::random_salt,
-    ))
+    let hba = match &config.pooler.auth_hba_file {
+        Some(path) => Some(HbaRules::load(path).map_err(|e| StartError::AuthRules(e.to_string()))?),
+        None => None,
+    };
+    let ident = match &config.pooler.auth_ident_file {
+        Some(path) => {
+            Some(IdentMaps::load(path).map_err(|e| StartError::AuthRules(e.to_string()))?)
+        }
+        None => None,
+    };
+    Ok(
+        AuthTable::from_entries(entries, SCRAM_ITERATIONS, crate::auth::scram::random_salt)
+            .with_rules(hba, ident)
+            .with_roles(&config.pooler.admin_users, &config.pooler.stats_users),
+    )
 }
 
 /// A running pgring.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::net::{AcceptedUnixStream, TcpListener, UnixListener};
+use glommio::net::{AcceptedTcpStream, TcpListener};
 use glommio::Task;
 
 use crate::auth::table::AuthTable;
@@ -44,7 +44,7 @@ pub enum ShardMsg {
     /// A CancelRequest whose key names the receiving shard.
     Cancel(CancelKey),
     /// A Unix-socket client accepted by shard 0 for the receiving shard to serve.
-    UnixClient(AcceptedUnixStream),
+    UnixClient(AcceptedTcpStream),
 }
 
 /// Per-shard counters, written by the shard and read by the main thread's stats line.
@@ -380,7 +380,8 @@ impl Shard {
 /// Listeners a shard serves.
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
-    pub unix: Option<UnixListener>,
+    /// A Unix-domain socket behind glommio's TcpListener (see [`net::bind_unix`]).
+    pub unix: Option<TcpListener>,
 }
 
 /// Binds this shard's listeners: TCP on every shard (SO_REUSEPORT), the Unix socket on
@@ -408,7 +409,7 @@ pub fn bind(shard_id: usize, config: &Config) -> Result<Listeners, String> {
                 }
                 let _ = std::fs::remove_file(&path);
             }
-            Some(UnixListener::bind(&path).map_err(|e| {
+            Some(net::bind_unix(&path, 1024).map_err(|e| {
                 format!(
                     "could not listen on {} (unix_socket_dir): {e}",
                     path.display()
@@ -533,12 +534,16 @@ async fn accept_tcp(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// Serves a Unix-socket client on this shard.
-fn serve_unix(shard: &Rc<Shard>, accepted: AcceptedUnixStream) {
-    let stream = Stream::Unix(accepted.bind_to_executor(), None);
-    glommio::spawn_local(client::serve(shard.clone(), stream, Peer::Unix)).detach();
+fn serve_unix(shard: &Rc<Shard>, accepted: AcceptedTcpStream) {
+    match net::unix_client(accepted) {
+        Ok((stream, uid)) => {
+            glommio::spawn_local(client::serve(shard.clone(), stream, Peer::Unix { uid })).detach();
+        }
+        Err(e) => log::warn!("could not take a Unix-socket client: {e}"),
+    }
 }
 
-async fn accept_unix(shard: Rc<Shard>, listener: UnixListener) {
+async fn accept_unix(shard: Rc<Shard>, listener: TcpListener) {
     let mut next = 0usize;
     loop {
         match listener.shared_accept().await {

@@ -2,20 +2,25 @@
 //!
 //! Owns: turning parsed [`UserEntry`] values into per-user [`UserAuth`]
 //! records holding everything a login needs, with all expensive work
-//! (PBKDF2 for plaintext passwords) done once at build time; and producing
+//! (PBKDF2 for plaintext passwords) done once at build time; producing
 //! stable mock SCRAM verifiers for unknown users so that they fail exactly
-//! like a wrong password.
+//! like a wrong password; and carrying, in the same snapshot, the hba rules,
+//! the ident maps and the console roles, so that a login decides everything
+//! against one consistent version. Shards read it through an `ArcSwap`; a
+//! reload builds a whole new table and swaps it in one store.
 //!
 //! Must not: do I/O, read clocks, or use a global RNG (salts and the mock key
 //! come from the caller's `salt_source`), run PBKDF2 per lookup, or print
 //! secrets (`Debug` redacts).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::hba::HbaRules;
+use super::ident::IdentMaps;
 use super::md5::md5_secret;
 use super::scram::ScramSecret;
 use super::userlist::{Secret, UserEntry};
@@ -90,11 +95,16 @@ impl fmt::Debug for UserAuth {
     }
 }
 
-/// Per-user auth data for all users of the auth file.
+/// What decides logins: per-user secrets from the auth file, the hba rules and ident
+/// maps, and the console roles.
 pub struct AuthTable {
     users: HashMap<String, UserAuth>,
     scram_iterations: u32,
     mock_key: [u8; 32],
+    hba: Option<HbaRules>,
+    ident: Option<IdentMaps>,
+    admin_users: HashSet<String>,
+    stats_users: HashSet<String>,
 }
 
 impl AuthTable {
@@ -127,7 +137,49 @@ impl AuthTable {
             users,
             scram_iterations,
             mock_key,
+            hba: None,
+            ident: None,
+            admin_users: HashSet::new(),
+            stats_users: HashSet::new(),
         }
+    }
+
+    /// Adds the hba rules (`auth_hba_file`) and ident maps (`auth_ident_file`).
+    pub fn with_rules(mut self, hba: Option<HbaRules>, ident: Option<IdentMaps>) -> AuthTable {
+        self.hba = hba;
+        self.ident = ident;
+        self
+    }
+
+    /// Adds the admin console's roles: `admin_users` may run every command,
+    /// `stats_users` the read-only SHOW commands.
+    pub fn with_roles(mut self, admin_users: &[String], stats_users: &[String]) -> AuthTable {
+        self.admin_users = admin_users.iter().cloned().collect();
+        self.stats_users = stats_users.iter().cloned().collect();
+        self
+    }
+
+    /// The hba rules, when `auth_hba_file` is set.
+    pub fn hba(&self) -> Option<&HbaRules> {
+        self.hba.as_ref()
+    }
+
+    /// True when ident map `map` lets `system_user` (a certificate's common name or an
+    /// OS user) log in as `db_user`; false when there are no maps or no such map.
+    pub fn ident_permits(&self, map: &str, system_user: &str, db_user: &str) -> bool {
+        self.ident
+            .as_ref()
+            .is_some_and(|m| m.permits(map, system_user, db_user))
+    }
+
+    /// True for users listed in `admin_users`.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admin_users.contains(user)
+    }
+
+    /// True for users listed in `stats_users` or `admin_users`.
+    pub fn may_read_stats(&self, user: &str) -> bool {
+        self.stats_users.contains(user) || self.admin_users.contains(user)
     }
 
     /// Looks a user up.

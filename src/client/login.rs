@@ -10,9 +10,10 @@ use std::rc::Rc;
 use bytes::BytesMut;
 
 use super::params::{tracked_name, ClientParams};
-use super::ClientConn;
+use super::{ClientConn, Peer};
+use crate::auth::hba::{ClientCertOption, HbaMethod, HbaRequest};
 use crate::auth::scram::{ScramSecret, ScramServer, ServerChannelBinding};
-use crate::auth::table::UserAuth;
+use crate::auth::table::{AuthTable, UserAuth};
 use crate::config::AuthType;
 use crate::error::{Fault, SessionError};
 use crate::net::Stream;
@@ -145,15 +146,8 @@ pub async fn run(
     let auth_table = shard.shared.auth.load_full();
     let user_auth = auth_table.get(&user);
     let end_point = accepted_tls.as_ref().and_then(|t| t.end_point.as_deref());
-    let passthrough = authenticate(
-        conn,
-        config.pooler.auth_type,
-        &user,
-        user_auth,
-        &auth_table,
-        end_point,
-    )
-    .await?;
+    let method = choose_method(conn, config.pooler.auth_type, &auth_table, &database, &user)?;
+    let passthrough = authenticate(conn, &method, &user, user_auth, &auth_table, end_point).await?;
 
     let pool = shard.pool_for(&database, &user, db)?;
     if let Some(cred) = passthrough {
@@ -339,21 +333,229 @@ fn auth_failed(user: &str) -> SessionError {
     )
 }
 
-/// Runs the configured method; on success returns the credential a SCRAM login left
-/// behind (keys for pass-through to the server), if any. `end_point` is the channel-binding
-/// data of the TLS session, when there is one that can bind.
+/// How one login is checked, once `auth_type` and the hba rules have spoken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Method {
+    Trust,
+    Password,
+    Md5,
+    Scram,
+    /// The client certificate's common name must be the user, or map to it.
+    Cert {
+        map: Option<String>,
+    },
+    /// The Unix-socket peer's OS user must be the user, or map to it.
+    Peer {
+        map: Option<String>,
+    },
+}
+
+/// What a login must show besides passing its method: a client certificate
+/// (`clientcert=verify-ca`), or one whose name is the user (`clientcert=verify-full`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CertDemand {
+    None,
+    Present,
+    NameMatches { map: Option<String> },
+}
+
+/// The method for this login: `auth_type`, or with `auth_type = "hba"` the first
+/// matching rule of `auth_hba_file`, which may also demand a client certificate.
+fn choose_method(
+    conn: &ClientConn,
+    auth_type: AuthType,
+    table: &AuthTable,
+    database: &str,
+    user: &str,
+) -> Result<(Method, CertDemand), SessionError> {
+    let method = match auth_type {
+        AuthType::Trust => Method::Trust,
+        AuthType::Plain => Method::Password,
+        AuthType::Md5 => Method::Md5,
+        AuthType::ScramSha256 => Method::Scram,
+        AuthType::Cert => Method::Cert { map: None },
+        AuthType::Peer => Method::Peer { map: None },
+        AuthType::Hba => return hba_method(conn, table, database, user),
+    };
+    Ok((method, CertDemand::None))
+}
+
+fn hba_method(
+    conn: &ClientConn,
+    table: &AuthTable,
+    database: &str,
+    user: &str,
+) -> Result<(Method, CertDemand), SessionError> {
+    let unix = conn.stream.is_unix();
+    let tls = conn.stream.is_tls();
+    let addr = match conn.peer {
+        Peer::Tcp(a) => Some(a.ip()),
+        _ => None,
+    };
+    let request = HbaRequest {
+        unix,
+        tls,
+        addr,
+        database,
+        user,
+    };
+    let host = match addr {
+        Some(ip) => ip.to_string(),
+        None => "[local]".to_owned(),
+    };
+    let encryption = if tls {
+        "SSL encryption"
+    } else {
+        "no encryption"
+    };
+    let Some(rule) = table.hba().and_then(|rules| rules.find(&request)) else {
+        return Err(SessionError::new(
+            Fault::Client,
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
+            ),
+        ));
+    };
+    let method = match rule.method {
+        HbaMethod::Trust => Method::Trust,
+        HbaMethod::Reject => {
+            log::info!(
+                "{}: login refused by {}:{}",
+                conn.peer,
+                rule.file.display(),
+                rule.line
+            );
+            return Err(SessionError::new(
+                Fault::Client,
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "pg_hba.conf rejects connection for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
+                ),
+            ));
+        }
+        HbaMethod::Password => Method::Password,
+        HbaMethod::Md5 => Method::Md5,
+        HbaMethod::ScramSha256 => Method::Scram,
+        HbaMethod::Cert => Method::Cert {
+            map: rule.map.clone(),
+        },
+        HbaMethod::Peer => Method::Peer {
+            map: rule.map.clone(),
+        },
+    };
+    let demand = match rule.clientcert {
+        None => CertDemand::None,
+        Some(ClientCertOption::VerifyCa) => CertDemand::Present,
+        Some(ClientCertOption::VerifyFull) => CertDemand::NameMatches {
+            map: rule.map.clone(),
+        },
+    };
+    Ok((method, demand))
+}
+
+fn invalid_authorization(message: String) -> SessionError {
+    SessionError::new(Fault::Client, sqlstate::INVALID_AUTHORIZATION, message)
+}
+
+/// The common name of the client's verified certificate, or the refusal PostgreSQL
+/// gives when there is none.
+fn certificate_name(conn: &ClientConn, user: &str) -> Result<String, SessionError> {
+    let Some(der) = conn.stream.peer_certificate() else {
+        return Err(invalid_authorization(
+            "connection requires a valid client certificate".to_owned(),
+        ));
+    };
+    crate::x509::names(der)
+        .and_then(|n| n.common_name)
+        .ok_or_else(|| {
+            invalid_authorization(format!(
+                "certificate authentication failed for user \"{user}\": client certificate contains no user name"
+            ))
+        })
+}
+
+/// Checks that `system_user` (a certificate's common name or an OS user name) may log in
+/// as `user`: equal names without a map, the map's say with one.
+fn name_maps_to_user(table: &AuthTable, map: Option<&str>, system_user: &str, user: &str) -> bool {
+    match map {
+        None => system_user == user,
+        Some(map) => table.ident_permits(map, system_user, user),
+    }
+}
+
+fn check_certificate(
+    conn: &ClientConn,
+    table: &AuthTable,
+    map: Option<&str>,
+    user: &str,
+) -> Result<(), SessionError> {
+    let cn = certificate_name(conn, user)?;
+    if name_maps_to_user(table, map, &cn, user) {
+        return Ok(());
+    }
+    let how = match map {
+        None => "is not".to_owned(),
+        Some(map) => format!("does not map (map \"{map}\") to"),
+    };
+    Err(invalid_authorization(format!(
+        "certificate authentication failed for user \"{user}\": the certificate's common name \"{cn}\" {how} the user name"
+    )))
+}
+
+fn check_peer(
+    conn: &ClientConn,
+    table: &AuthTable,
+    map: Option<&str>,
+    user: &str,
+) -> Result<(), SessionError> {
+    let Peer::Unix { uid } = conn.peer else {
+        return Err(invalid_authorization(format!(
+            "peer authentication failed for user \"{user}\": it is only available for Unix-socket connections"
+        )));
+    };
+    let os_user = uid.and_then(crate::net::os_user_name);
+    match os_user {
+        Some(os_user) if name_maps_to_user(table, map, &os_user, user) => Ok(()),
+        found => {
+            log::info!(
+                "peer authentication failed for user \"{user}\": the OS user is {}{}",
+                found.as_deref().unwrap_or("unknown"),
+                map.map(|m| format!(" (map \"{m}\")")).unwrap_or_default()
+            );
+            Err(invalid_authorization(format!(
+                "peer authentication failed for user \"{user}\""
+            )))
+        }
+    }
+}
+
+/// Runs the chosen method; on success returns the credential a password login left
+/// behind (keys for pass-through to the server), if any. `end_point` is the
+/// channel-binding data of the TLS session, when there is one that can bind.
 async fn authenticate(
     conn: &mut ClientConn,
-    auth_type: AuthType,
+    (method, demand): &(Method, CertDemand),
     user: &str,
     user_auth: Option<&UserAuth>,
-    table: &crate::auth::table::AuthTable,
+    table: &AuthTable,
     end_point: Option<&[u8]>,
 ) -> Result<Option<ServerCredential>, SessionError> {
+    match demand {
+        CertDemand::None => {}
+        CertDemand::Present => {
+            certificate_name(conn, user)?;
+        }
+        CertDemand::NameMatches { map } => {
+            check_certificate(conn, table, map.as_deref(), user)?;
+        }
+    }
     let mut out = BytesMut::new();
-    match auth_type {
-        AuthType::Trust => Ok(None),
-        AuthType::Plain => {
+    match method {
+        Method::Trust => Ok(None),
+        Method::Cert { map } => check_certificate(conn, table, map.as_deref(), user).map(|()| None),
+        Method::Peer { map } => check_peer(conn, table, map.as_deref(), user).map(|()| None),
+        Method::Password => {
             backend::authentication(&mut out, &Authentication::CleartextPassword);
             conn.write_all(&out).await?;
             let body = read_password_message(conn).await?;
@@ -365,7 +567,7 @@ async fn authenticate(
                 Err(auth_failed(user))
             }
         }
-        AuthType::Md5 => match user_auth.and_then(|u| u.md5_secret().map(|s| (u, s))) {
+        Method::Md5 => match user_auth.and_then(|u| u.md5_secret().map(|s| (u, s))) {
             Some((_, secret)) => {
                 let salt: [u8; 4] = rand::random();
                 backend::authentication(&mut out, &Authentication::Md5Password { salt });
@@ -392,7 +594,7 @@ async fn authenticate(
                 Err(auth_failed(user))
             }
         },
-        AuthType::ScramSha256 => scram(conn, user, user_auth, table, end_point).await,
+        Method::Scram => scram(conn, user, user_auth, table, end_point).await,
     }
 }
 
@@ -421,7 +623,7 @@ async fn scram(
     conn: &mut ClientConn,
     user: &str,
     user_auth: Option<&UserAuth>,
-    table: &crate::auth::table::AuthTable,
+    table: &AuthTable,
     end_point: Option<&[u8]>,
 ) -> Result<Option<ServerCredential>, SessionError> {
     let known = user_auth.and_then(|u| u.scram_secret());

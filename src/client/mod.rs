@@ -31,7 +31,10 @@ const LOGIN_CEILING: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub enum Peer {
     Tcp(SocketAddr),
-    Unix,
+    /// A Unix-socket client, with its OS user id when the kernel said (SO_PEERCRED).
+    Unix {
+        uid: Option<u32>,
+    },
     /// The kernel could not say (the client left right after connecting).
     Unknown,
 }
@@ -40,7 +43,7 @@ impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Peer::Tcp(a) => write!(f, "{a}"),
-            Peer::Unix => f.write_str("unix"),
+            Peer::Unix { .. } => f.write_str("unix"),
             Peer::Unknown => f.write_str("unknown peer"),
         }
     }

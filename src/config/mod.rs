@@ -40,6 +40,13 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256.
     ScramSha256,
+    /// A client certificate whose common name is the user name (or maps to it through
+    /// `auth_ident_file`); needs `client_tls_sslmode` verify-ca or verify-full.
+    Cert,
+    /// Unix-socket clients: the peer's OS user name (SO_PEERCRED) must be the user name.
+    Peer,
+    /// The method comes from the first matching rule of `auth_hba_file`.
+    Hba,
 }
 
 /// What pgring asks of clients' TLS (`client_tls_sslmode`), PgBouncer's names.
@@ -57,8 +64,9 @@ pub enum TlsMode {
     /// TLS required, with a client certificate that chains to `client_tls_ca_file`; towards
     /// servers, a server certificate that chains to `server_tls_ca_file`.
     VerifyCa,
-    /// Same as `verify-ca` towards clients (pgring has no certificate-to-user mapping
-    /// yet); towards servers, the certificate must also name the database entry's `host`.
+    /// Same as `verify-ca` towards clients (what a certificate proves about the user is
+    /// `auth_type = "cert"`'s business); towards servers, the certificate must also name
+    /// the database entry's `host`.
     VerifyFull,
 }
 
@@ -120,6 +128,11 @@ pub struct PoolerConfig {
     pub auth_type: AuthType,
     /// PgBouncer's userlist.txt; resolved against the config file's folder.
     pub auth_file: Option<PathBuf>,
+    /// pg_hba.conf-style rules; required by `auth_type = "hba"`.
+    pub auth_hba_file: Option<PathBuf>,
+    /// pg_ident.conf-style user name maps, for the `map=` option of `cert` and `peer`
+    /// rules and for `auth_type = "cert"` / `"peer"`.
+    pub auth_ident_file: Option<PathBuf>,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
 

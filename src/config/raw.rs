@@ -145,6 +145,8 @@ impl Default for PoolerConfig {
             shards: available_cores(),
             auth_type: AuthType::Md5,
             auth_file: None,
+            auth_hba_file: None,
+            auth_ident_file: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             pool_mode: PoolMode::Session,
@@ -236,8 +238,10 @@ struct RawPooler {
     unix_socket_dir: Option<String>,
     shards: Option<usize>,
 
-    auth_type: Option<Keyword<AuthType>>,
+    auth_type: Option<Spanned<Keyword<AuthType>>>,
     auth_file: Option<String>,
+    auth_hba_file: Option<String>,
+    auth_ident_file: Option<String>,
     admin_users: Option<Vec<String>>,
     stats_users: Option<Vec<String>>,
 
@@ -413,6 +417,9 @@ impl Keywords for AuthType {
         ("plain", AuthType::Plain),
         ("md5", AuthType::Md5),
         ("scram-sha-256", AuthType::ScramSha256),
+        ("cert", AuthType::Cert),
+        ("peer", AuthType::Peer),
+        ("hba", AuthType::Hba),
     ];
 }
 
@@ -765,13 +772,16 @@ impl Ctx<'_> {
         if let Some(v) = r.shards {
             p.shards = if v == 0 { available_cores() } else { v };
         }
+        let auth_type_span = r.auth_type.as_ref().map(|v| v.span());
         if let Some(v) = r.auth_type {
-            p.auth_type = v.0;
+            p.auth_type = v.into_inner().0;
         }
         if let Some(v) = r.pool_mode {
             p.pool_mode = v.0;
         }
         p.auth_file = r.auth_file.and_then(|v| self.resolve(v));
+        p.auth_hba_file = r.auth_hba_file.and_then(|v| self.resolve(v));
+        p.auth_ident_file = r.auth_ident_file.and_then(|v| self.resolve(v));
         p.logfile = r.logfile.and_then(|v| self.resolve(v));
         p.pidfile = r.pidfile.and_then(|v| self.resolve(v));
         p.client_tls_cert_file = r.client_tls_cert_file.and_then(|v| self.resolve(v));
@@ -804,6 +814,20 @@ impl Ctx<'_> {
                 ));
             }
             p.client_tls_sslmode = mode;
+        }
+        let auth_needs = match p.auth_type {
+            AuthType::Hba if p.auth_hba_file.is_none() => Some("auth_hba_file"),
+            AuthType::Cert if !p.client_tls_sslmode.verifies_client() => {
+                Some("client_tls_sslmode = \"verify-ca\" or \"verify-full\" (client certificates)")
+            }
+            _ => None,
+        };
+        if let Some(what) = auth_needs {
+            return Err(self.invalid(
+                auth_type_span.unwrap_or(0..0),
+                "pooler.auth_type",
+                format!("auth_type = {:?} needs {what}", p.auth_type.name()),
+            ));
         }
         p.server_tls_ca_file = r.server_tls_ca_file.and_then(|v| self.resolve(v));
         if let Some(v) = r.server_tls_protocols {
@@ -1026,6 +1050,8 @@ pub(super) fn render(config: &Config) -> String {
     kv("shards", p.shards.to_string());
     kv("auth_type", s(p.auth_type.name()));
     kv("auth_file", toml_path(&p.auth_file));
+    kv("auth_hba_file", toml_path(&p.auth_hba_file));
+    kv("auth_ident_file", toml_path(&p.auth_ident_file));
     kv("admin_users", toml_array(&p.admin_users));
     kv("stats_users", toml_array(&p.stats_users));
     kv("pool_mode", s(p.pool_mode.name()));

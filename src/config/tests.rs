@@ -304,9 +304,18 @@ fn unknown_pool_mode_names_key_and_line() {
 #[test]
 fn unknown_auth_type() {
     assert_eq!(
+        err("[pooler]\nauth_type = \"ident\""),
+        "pgring.toml:2: pooler.auth_type: unknown value \"ident\"; \
+         expected one of trust, plain, md5, scram-sha-256, cert, peer, hba"
+    );
+    assert_eq!(
         err("[pooler]\nauth_type = \"cert\""),
-        "pgring.toml:2: pooler.auth_type: unknown value \"cert\"; \
-         expected one of trust, plain, md5, scram-sha-256"
+        "pgring.toml:2: pooler.auth_type: auth_type = \"cert\" needs \
+         client_tls_sslmode = \"verify-ca\" or \"verify-full\" (client certificates)"
+    );
+    assert_eq!(
+        err("[pooler]\nauth_hba_file = \"\"\nauth_type = \"hba\""),
+        "pgring.toml:3: pooler.auth_type: auth_type = \"hba\" needs auth_hba_file"
     );
     let e = err("[pooler]\nauth_type = 5");
     assert!(
