@@ -143,7 +143,16 @@ pub async fn run(
     }
 
     let auth_table = shard.shared.auth.load_full();
-    let user_auth = auth_table.get(&user);
+    // A user missing from the auth_file may be found with auth_query (src/auth_query.rs).
+    let fetched = match auth_table.get(&user) {
+        None if config.pooler.auth_type != AuthType::Trust => {
+            crate::auth_query::find(shard, &config, &database, db, &user, &auth_table).await?
+        }
+        _ => None,
+    };
+    let user_auth = auth_table
+        .get(&user)
+        .or(fetched.as_ref().and_then(|f| f.user_auth()));
     let end_point = accepted_tls.as_ref().and_then(|t| t.end_point.as_deref());
     let passthrough = authenticate(
         conn,
@@ -153,12 +162,23 @@ pub async fn run(
         &auth_table,
         end_point,
     )
-    .await?;
+    .await
+    .inspect_err(|e| fetched.iter().for_each(|f| f.login_failed(e)))?;
 
     let pool = shard.pool_for(&database, &user, db)?;
-    if let Some(cred) = passthrough {
-        if !pool.has_credential() {
-            pool.set_credential(cred);
+    match &fetched {
+        // The freshest secret wins: a password changed in PostgreSQL reaches the pool.
+        Some(f) if pool.target.user == user => {
+            if let Some(cred) = f.server_credential(passthrough) {
+                pool.set_credential(cred);
+            }
+        }
+        _ => {
+            if let Some(cred) = passthrough {
+                if !pool.has_credential() {
+                    pool.set_credential(cred);
+                }
+            }
         }
     }
 
