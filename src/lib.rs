@@ -6,6 +6,7 @@
 //! connections from its [`pool`]s ([`server`]).
 
 pub mod auth;
+pub mod auth_query;
 pub mod buffer;
 pub mod cancel;
 pub mod client;

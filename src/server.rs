@@ -1,5 +1,6 @@
 //! Server connections: opening one, logging in to PostgreSQL, and running pgring's own
-//! queries on it (parameter alignment, `server_reset_query`, `server_check_query`).
+//! queries on it (parameter alignment, `server_reset_query`, `server_check_query`, and the
+//! parameterized `auth_query` through [`ServerConn::query_params`]).
 //!
 //! Over TCP, unless `server_tls_sslmode = "disable"`, a connection starts with an
 //! SSLRequest and a TLS handshake ([`negotiate_tls`]) before the startup message; Unix
@@ -135,6 +136,104 @@ impl ServerConn {
                         )),
                     };
                 }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs one statement of pgring's own with the extended protocol (Parse, Bind,
+    /// Execute, Sync on the unnamed statement and portal) and returns its rows as text
+    /// columns (`None` = NULL). `params` travel as bound text parameters, never spliced
+    /// into `sql`, so a value holding quotes or backslashes is only ever data.
+    ///
+    /// Bounded: at most `max_rows` rows are kept (a further row makes the call fail, so a
+    /// query meant to find one row cannot silently pick one of several), and each row is
+    /// within the server read buffer's ceiling. An ErrorResponse becomes `Err` with the
+    /// server's SQLSTATE once the server is ready again; so does a server left in a
+    /// transaction. On `Err` the caller should not reuse the connection unless it knows
+    /// why it failed.
+    pub async fn query_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        max_rows: usize,
+    ) -> Result<Vec<Vec<Option<String>>>, SessionError> {
+        let mut out = BytesMut::new();
+        let bound: Vec<Option<&str>> = params.iter().map(|p| Some(*p)).collect();
+        frontend::parse(&mut out, "", sql);
+        frontend::bind_text(&mut out, "", "", &bound);
+        // One more than wanted, to tell "exactly max_rows" from "more".
+        let fetch = i32::try_from(max_rows.saturating_add(1)).unwrap_or(i32::MAX);
+        frontend::execute(&mut out, "", fetch);
+        frontend::sync(&mut out);
+        self.stream
+            .write_all_flushed(&out)
+            .await
+            .map_err(SessionError::server_io)?;
+        let mut rows = Vec::new();
+        let mut too_many = false;
+        let mut bad_text = false;
+        let mut error = None;
+        loop {
+            let (msg_tag, body) = self.read_message().await?;
+            match msg_tag {
+                tag::DATA_ROW => {
+                    let values =
+                        backend::parse_data_row(&body).map_err(SessionError::server_protocol)?;
+                    if rows.len() >= max_rows {
+                        too_many = true;
+                        continue;
+                    }
+                    let mut row = Vec::with_capacity(values.len());
+                    for value in values {
+                        row.push(match value {
+                            None => None,
+                            Some(v) => match std::str::from_utf8(v) {
+                                Ok(text) => Some(text.to_owned()),
+                                Err(_) => {
+                                    bad_text = true;
+                                    None
+                                }
+                            },
+                        });
+                    }
+                    rows.push(row);
+                }
+                tag::PARAMETER_STATUS => {
+                    let (name, value) = backend::parse_parameter_status(&body)
+                        .map_err(SessionError::server_protocol)?;
+                    set_param(&mut self.params, name, value);
+                }
+                tag::ERROR_RESPONSE => {
+                    error.get_or_insert(backend::parse_error_response(&body));
+                }
+                tag::READY_FOR_QUERY => {
+                    let status = backend::parse_ready_for_query(&body)
+                        .map_err(SessionError::server_protocol)?;
+                    let internal = |message: String| {
+                        SessionError::new(
+                            Fault::Server,
+                            crate::protocol::sqlstate::INTERNAL_ERROR,
+                            message,
+                        )
+                    };
+                    return match (error, status) {
+                        (Some(e), _) => Err(SessionError::new(Fault::Server, &e.code, e.message)),
+                        (None, TxStatus::Idle) if too_many => Err(internal(format!(
+                            "the query returned more than {max_rows} row(s)"
+                        ))),
+                        (None, TxStatus::Idle) if bad_text => Err(internal(
+                            "the query returned a value that is not valid UTF-8".into(),
+                        )),
+                        (None, TxStatus::Idle) => Ok(rows),
+                        (None, _) => Err(internal(format!(
+                            "{} left the server in a transaction",
+                            sql_head(sql)
+                        ))),
+                    };
+                }
+                // ParseComplete, BindComplete, CommandComplete, PortalSuspended,
+                // EmptyQueryResponse, NoticeResponse: nothing to keep.
                 _ => {}
             }
         }

@@ -26,6 +26,7 @@ use glommio::net::{AcceptedTcpStream, TcpListener};
 use glommio::Task;
 
 use crate::auth::table::AuthTable;
+use crate::auth_query::AuthCache;
 use crate::cancel::CancelRegistry;
 use crate::client::{self, Peer};
 use crate::config::{Config, DatabaseConfig};
@@ -136,6 +137,8 @@ pub struct Shard {
     seen_generation: Cell<u64>,
     pools: RefCell<HashMap<PoolKey, Rc<Pool>>>,
     server_limits: Rc<ServerLimits>,
+    /// `auth_query` answers and lookups in flight; emptied on reload.
+    pub auth_cache: Rc<AuthCache>,
     pub cancel: CancelRegistry,
     peers: OnceCell<Senders<ShardMsg>>,
     shutting_down: Cell<bool>,
@@ -154,6 +157,7 @@ impl Shard {
             seen_generation: Cell::new(0),
             pools: RefCell::new(HashMap::new()),
             server_limits: Rc::new(ServerLimits::default()),
+            auth_cache: AuthCache::new(),
             cancel: CancelRegistry::new(id),
             peers: OnceCell::new(),
             shutting_down: Cell::new(false),
@@ -315,6 +319,8 @@ impl Shard {
         self.seen_generation.set(generation);
         let config = self.shared.config.load_full();
         *self.config.borrow_mut() = config.clone();
+        // A new auth_query, auth_user or auth_file: answers are asked for again.
+        self.auth_cache.clear();
         for pool in self.pools.borrow().values() {
             if let Some(db) = config.database(&pool.key.database) {
                 *pool.settings.borrow_mut() =

@@ -63,6 +63,30 @@ impl UserAuth {
         }
     }
 
+    /// Builds the record for a secret fetched at run time (`auth_query`), in the form
+    /// PostgreSQL stores it: a SCRAM verifier, an md5 secret or a cleartext password
+    /// (whose SCRAM verifier is derived here, once, with a salt from `salt_source`).
+    /// An empty secret means the user has no password: `Ok(None)`, which a login treats
+    /// like an unknown user. A malformed SCRAM verifier is an error (a message without
+    /// the secret).
+    pub fn from_stored(
+        user: &str,
+        stored: &str,
+        scram_iterations: u32,
+        mut salt_source: impl FnMut() -> [u8; 16],
+    ) -> Result<Option<Self>, String> {
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        let secret = Secret::classify(stored)?;
+        Ok(Some(Self::build(
+            user,
+            secret,
+            scram_iterations.max(1),
+            &mut salt_source,
+        )))
+    }
+
     /// The MD5 secret (`md5...`), when derivable: from a plaintext password or
     /// an MD5 entry; `None` for SCRAM-only users.
     pub fn md5_secret(&self) -> Option<&str> {
@@ -185,6 +209,11 @@ impl AuthTable {
     /// Looks a user up.
     pub fn get(&self, user: &str) -> Option<&UserAuth> {
         self.users.get(user)
+    }
+
+    /// The PBKDF2 iteration count used for verifiers derived from cleartext passwords.
+    pub fn scram_iterations(&self) -> u32 {
+        self.scram_iterations
     }
 
     /// Number of users.
@@ -344,6 +373,44 @@ mod tests {
             salt,
             resp.as_bytes()
         ));
+    }
+
+    #[test]
+    fn stored_secrets_from_a_lookup() {
+        let scram = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+        let s = UserAuth::from_stored("u", scram, ITER, counter_salts())
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.scram_secret().unwrap().to_string(), scram);
+        assert!(s.md5_secret().is_none() && s.password().is_none());
+
+        let md5 = "md54a0a68b43b6cd5cf266fa02f196e2371";
+        let m = UserAuth::from_stored("u", md5, ITER, counter_salts())
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.md5_secret(), Some(md5));
+        assert!(m.scram_secret().is_none());
+
+        // Cleartext: the verifier is derived at once, with the given salt and count.
+        let p = UserAuth::from_stored("u", "pw", ITER, || [7; 16])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p.scram_secret().unwrap(),
+            &ScramSecret::from_password("pw", &[7; 16], ITER)
+        );
+        assert_eq!(p.md5_secret(), Some(md5_secret("u", "pw").as_str()));
+
+        // No password at all.
+        assert_eq!(
+            UserAuth::from_stored("u", "", ITER, counter_salts()),
+            Ok(None)
+        );
+        // A broken verifier is an error that does not quote it.
+        let err = UserAuth::from_stored("u", "SCRAM-SHA-256$x:secretstuff", ITER, counter_salts())
+            .unwrap_err();
+        assert!(err.starts_with("malformed SCRAM secret"), "{err}");
+        assert!(!err.contains("secretstuff"), "{err}");
     }
 
     #[test]

@@ -144,15 +144,37 @@ pub async fn run(
     }
 
     let auth_table = shard.shared.auth.load_full();
-    let user_auth = auth_table.get(&user);
-    let end_point = accepted_tls.as_ref().and_then(|t| t.end_point.as_deref());
     let method = choose_method(conn, config.pooler.auth_type, &auth_table, &database, &user)?;
-    let passthrough = authenticate(conn, &method, &user, user_auth, &auth_table, end_point).await?;
+    // A user missing from the auth_file may be found with auth_query (src/auth_query.rs),
+    // when the method needs a secret at all.
+    let fetched = match auth_table.get(&user) {
+        None if method.0.needs_secret() => {
+            crate::auth_query::find(shard, &config, &database, db, &user, &auth_table).await?
+        }
+        _ => None,
+    };
+    let user_auth = auth_table
+        .get(&user)
+        .or(fetched.as_ref().and_then(|f| f.user_auth()));
+    let end_point = accepted_tls.as_ref().and_then(|t| t.end_point.as_deref());
+    let passthrough = authenticate(conn, &method, &user, user_auth, &auth_table, end_point)
+        .await
+        .inspect_err(|e| fetched.iter().for_each(|f| f.login_failed(e)))?;
 
     let pool = shard.pool_for(&database, &user, db)?;
-    if let Some(cred) = passthrough {
-        if !pool.has_credential() {
-            pool.set_credential(cred);
+    match &fetched {
+        // The freshest secret wins: a password changed in PostgreSQL reaches the pool.
+        Some(f) if pool.target.user == user => {
+            if let Some(cred) = f.server_credential(passthrough) {
+                pool.set_credential(cred);
+            }
+        }
+        _ => {
+            if let Some(cred) = passthrough {
+                if !pool.has_credential() {
+                    pool.set_credential(cred);
+                }
+            }
         }
     }
 
@@ -348,6 +370,13 @@ enum Method {
     Peer {
         map: Option<String>,
     },
+}
+
+impl Method {
+    /// True for the methods that check a password against a stored secret.
+    fn needs_secret(&self) -> bool {
+        matches!(self, Method::Password | Method::Md5 | Method::Scram)
+    }
 }
 
 /// What a login must show besides passing its method: a client certificate

@@ -111,6 +111,15 @@ pub enum TlsProtocols {
     Tls13,
 }
 
+/// The default `auth_query`: PostgreSQL's own secrets, which needs a superuser as
+/// `auth_user`; a SECURITY DEFINER function is the usual alternative (see README).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+
+/// The longest a shard remembers that `auth_query` found no such user (capped by
+/// `auth_query_cache_ttl`): long enough to absorb a burst of probes for one name, short
+/// enough that a new role can log in soon after it is created.
+pub const AUTH_QUERY_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
 /// Settings of the `[pooler]` section, PgBouncer's `[pgbouncer]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolerConfig {
@@ -135,6 +144,19 @@ pub struct PoolerConfig {
     pub auth_ident_file: Option<PathBuf>,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
+
+    /// The user pgring logs in as to run `auth_query` for users missing from the auth_file;
+    /// `None` (the default) = no lookups. Its own secret comes from the auth_file or the
+    /// database entry, like any server login.
+    pub auth_user: Option<String>,
+    /// The lookup: `$1` is the user name (sent as a bound parameter), the answer one row of
+    /// (name, secret). Default `SELECT usename, passwd FROM pg_shadow WHERE usename=$1`.
+    pub auth_query: String,
+    /// The `[databases]` entry lookups run in; `None` = the database the client asked for.
+    pub auth_dbname: Option<String>,
+    /// How long a shard keeps an `auth_query` answer (a missing user: at most
+    /// [`AUTH_QUERY_NEGATIVE_TTL`]). `Duration::ZERO` = no caching. Default 60 s.
+    pub auth_query_cache_ttl: Duration,
 
     pub pool_mode: PoolMode,
     pub default_pool_size: u32,
@@ -237,6 +259,8 @@ pub struct DatabaseConfig {
     pub user: Option<String>,
     /// Password for the forced user (or for the client's user when no auth_file entry has it).
     pub password: Option<String>,
+    /// `auth_user` for logins to this database, over `[pooler]`'s.
+    pub auth_user: Option<String>,
     pub pool_size: Option<u32>,
     pub min_pool_size: Option<u32>,
     pub reserve_pool_size: Option<u32>,
@@ -300,6 +324,12 @@ impl Config {
             .and_then(|u| u.pool_mode)
             .or(db.pool_mode)
             .unwrap_or(self.pooler.pool_mode)
+    }
+
+    /// The `auth_user` for logins to `db`: the entry's, else `[pooler]`'s; `None` = no
+    /// `auth_query` lookups for it.
+    pub fn auth_user<'a>(&'a self, db: &'a DatabaseConfig) -> Option<&'a str> {
+        db.auth_user.as_deref().or(self.pooler.auth_user.as_deref())
     }
 
     /// The pool size for a (database, user) pair: user over database over global.

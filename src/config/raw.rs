@@ -12,7 +12,7 @@
 
 use super::{
     AuthType, Config, DatabaseConfig, PoolMode, PoolerConfig, ServerAddress, TlsMode, TlsProtocols,
-    UserConfig,
+    UserConfig, DEFAULT_AUTH_QUERY,
 };
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -149,6 +149,10 @@ impl Default for PoolerConfig {
             auth_ident_file: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: None,
+            auth_query_cache_ttl: Duration::from_secs(60),
             pool_mode: PoolMode::Session,
             default_pool_size: 20,
             min_pool_size: 0,
@@ -244,6 +248,10 @@ struct RawPooler {
     auth_ident_file: Option<String>,
     admin_users: Option<Vec<String>>,
     stats_users: Option<Vec<String>>,
+    auth_user: Option<String>,
+    auth_query: Option<Spanned<String>>,
+    auth_dbname: Option<Spanned<String>>,
+    auth_query_cache_ttl: Option<Seconds>,
 
     pool_mode: Option<Keyword<PoolMode>>,
     default_pool_size: Option<Spanned<u32>>,
@@ -310,6 +318,7 @@ struct RawDatabase {
     dbname: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    auth_user: Option<String>,
     pool_size: Option<u32>,
     min_pool_size: Option<u32>,
     #[serde(alias = "reserve_pool_size")]
@@ -669,6 +678,7 @@ impl Ctx<'_> {
     }
 
     fn convert(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let auth_dbname_span = raw.pooler.auth_dbname.as_ref().map(|v| v.span());
         let pooler = self.pooler(raw.pooler)?;
         let mut databases = BTreeMap::new();
         let mut fallback_database = None;
@@ -695,6 +705,15 @@ impl Ctx<'_> {
                 (name.into_inner(), user)
             })
             .collect();
+        if let Some(name) = &pooler.auth_dbname {
+            if !databases.contains_key(name) && fallback_database.is_none() {
+                return Err(self.invalid(
+                    auth_dbname_span.unwrap_or(0..0),
+                    "pooler.auth_dbname",
+                    format!("{name:?} is not a [databases] entry (and there is no \"*\" entry)"),
+                ));
+            }
+        }
         Ok(Config {
             path: self.file.to_path_buf(),
             pooler,
@@ -754,7 +773,24 @@ impl Ctx<'_> {
             tcp_keepidle,
             tcp_keepintvl,
             stats_period,
+            auth_query_cache_ttl,
         );
+        p.auth_user = r.auth_user.filter(|v| !v.is_empty());
+        let query_span = r.auth_query.as_ref().map(|v| v.span());
+        if let Some(v) = r.auth_query {
+            p.auth_query = v.into_inner();
+        }
+        if p.auth_query.trim().is_empty() {
+            return Err(self.invalid(
+                query_span.unwrap_or(0..0),
+                "pooler.auth_query",
+                "must not be empty; leave auth_user unset to turn lookups off",
+            ));
+        }
+        p.auth_dbname = r
+            .auth_dbname
+            .map(|v| v.into_inner())
+            .filter(|v| !v.is_empty());
 
         if let Some(v) = r.listen_port {
             if *v.get_ref() == 0 {
@@ -960,6 +996,7 @@ impl Ctx<'_> {
             dbname,
             user: r.user,
             password: r.password,
+            auth_user: r.auth_user.filter(|v| !v.is_empty()),
             pool_size: r.pool_size,
             min_pool_size: r.min_pool_size,
             reserve_pool_size: r.reserve_pool,
@@ -1054,6 +1091,10 @@ pub(super) fn render(config: &Config) -> String {
     kv("auth_ident_file", toml_path(&p.auth_ident_file));
     kv("admin_users", toml_array(&p.admin_users));
     kv("stats_users", toml_array(&p.stats_users));
+    kv("auth_user", s(p.auth_user.as_deref().unwrap_or("")));
+    kv("auth_query", s(&p.auth_query));
+    kv("auth_dbname", s(p.auth_dbname.as_deref().unwrap_or("")));
+    kv("auth_query_cache_ttl", secs(p.auth_query_cache_ttl));
     kv("pool_mode", s(p.pool_mode.name()));
     kv("default_pool_size", p.default_pool_size.to_string());
     kv("min_pool_size", p.min_pool_size.to_string());
@@ -1146,6 +1187,7 @@ fn render_database(db: &DatabaseConfig) -> String {
         ("dbname", &db.dbname),
         ("user", &db.user),
         ("password", &db.password),
+        ("auth_user", &db.auth_user),
     ];
     for (key, value) in strings {
         if let Some(v) = value {

@@ -34,6 +34,13 @@ fn empty_file_gives_the_defaults() {
     assert_eq!(p.auth_type, AuthType::Md5);
     assert_eq!(p.auth_file, None);
     assert!(p.admin_users.is_empty() && p.stats_users.is_empty());
+    assert_eq!(p.auth_user, None);
+    assert_eq!(
+        p.auth_query,
+        "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
+    );
+    assert_eq!(p.auth_dbname, None);
+    assert_eq!(p.auth_query_cache_ttl, Duration::from_secs(60));
     assert_eq!(p.pool_mode, PoolMode::Session);
     assert_eq!(p.default_pool_size, 20);
     assert_eq!(p.min_pool_size, 0);
@@ -535,6 +542,55 @@ legacy = { host = "h", reserve_pool_size = 4 }
 }
 
 #[test]
+fn auth_query_keys() {
+    let c = ok(r#"
+[pooler]
+auth_user = "pgring_auth"
+auth_query = "SELECT usename, passwd FROM pgring_lookup($1)"
+auth_dbname = "authdb"
+auth_query_cache_ttl = 0
+
+[databases]
+authdb = { host = "h" }
+app = { host = "h", auth_user = "app_lookup" }
+other = { host = "h" }
+"#);
+    let p = &c.pooler;
+    assert_eq!(p.auth_user.as_deref(), Some("pgring_auth"));
+    assert_eq!(
+        p.auth_query,
+        "SELECT usename, passwd FROM pgring_lookup($1)"
+    );
+    assert_eq!(p.auth_dbname.as_deref(), Some("authdb"));
+    assert_eq!(p.auth_query_cache_ttl, Duration::ZERO);
+    // The entry's auth_user wins over [pooler]'s.
+    assert_eq!(c.auth_user(&c.databases["app"]), Some("app_lookup"));
+    assert_eq!(c.auth_user(&c.databases["other"]), Some("pgring_auth"));
+    // Empty strings mean "not set".
+    let c = ok(
+        "[pooler]\nauth_user = \"\"\nauth_dbname = \"\"\n[databases]\napp = { auth_user = \"\" }\n",
+    );
+    assert_eq!(c.pooler.auth_user, None);
+    assert_eq!(c.pooler.auth_dbname, None);
+    assert_eq!(c.auth_user(&c.databases["app"]), None);
+}
+
+#[test]
+fn auth_query_validation() {
+    assert_eq!(
+        err("[pooler]\nauth_user = \"a\"\nauth_query = \"  \"\n"),
+        "pgring.toml:3: pooler.auth_query: must not be empty; leave auth_user unset to turn lookups off"
+    );
+    assert_eq!(
+        err("[pooler]\nauth_dbname = \"nope\"\n[databases]\napp = {}\n"),
+        "pgring.toml:2: pooler.auth_dbname: \"nope\" is not a [databases] entry (and there is no \"*\" entry)"
+    );
+    // The "*" entry serves any name.
+    ok("[pooler]\nauth_dbname = \"any\"\n[databases]\n\"*\" = {}\n");
+    assert!(err("[pooler]\nauth_query_cache_ttl = -1\n").contains("pooler.auth_query_cache_ttl"));
+}
+
+#[test]
 fn star_entry_is_the_fallback() {
     let c = ok("[databases]\napp = { host = \"a\" }\n\"*\" = { host = \"b\", port = 6000 }\n");
     assert_eq!(c.databases.len(), 1);
@@ -636,6 +692,10 @@ auth_type = "scram-sha-256"
 auth_file = "users \"quoted\".txt"
 admin_users = ["admin"]
 stats_users = ["stats", "monitor"]
+auth_user = "lookup"
+auth_query = "SELECT u, p FROM f($1) WHERE x = 'y\\z'"
+auth_dbname = "app"
+auth_query_cache_ttl = 2.5
 pool_mode = "transaction"
 server_reset_query = ""
 server_lifetime = 0.25
@@ -645,7 +705,7 @@ logfile = "pgring.log"
 verbose = 1
 
 [databases]
-app = { host = "10.0.0.5", user = "u", password = "p\\w", pool_size = 30, reserve_pool = 2, pool_mode = "session", max_db_connections = 80, timezone = "UTC", application_name = "x" }
+app = { host = "10.0.0.5", user = "u", password = "p\\w", auth_user = "a", pool_size = 30, reserve_pool = 2, pool_mode = "session", max_db_connections = 80, timezone = "UTC", application_name = "x" }
 "with space" = { host = "/var/run/pg", port = 5433, dbname = "real" }
 "*" = { host = "fallback" }
 

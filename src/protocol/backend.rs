@@ -256,6 +256,67 @@ pub fn parse_error_response(body: &[u8]) -> ErrorFields {
     fields
 }
 
+/// DataRow: one row of column values (`None` = SQL NULL).
+pub fn data_row(out: &mut BytesMut, values: &[Option<&[u8]>]) {
+    let at = begin(out, tag::DATA_ROW);
+    out.put_u16(values.len() as u16);
+    for value in values {
+        match value {
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.put_slice(v);
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    finish(out, at);
+}
+
+/// Decodes a DataRow body into its column values (`None` = SQL NULL), borrowed from the
+/// body. Every length is checked against what is left of the body, so a hostile count or
+/// length cannot make it allocate or read past the message.
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let malformed = |what| ProtocolError::Malformed {
+        tag: tag::DATA_ROW,
+        what,
+    };
+    let count = body
+        .get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(malformed("column count"))?;
+    let mut rest = &body[2..];
+    // Each column takes at least its 4-byte length.
+    let mut values = Vec::with_capacity(usize::from(count).min(rest.len() / 4));
+    for _ in 0..count {
+        let len = read_i32(rest).ok_or(malformed("column length"))?;
+        rest = &rest[4..];
+        if len == -1 {
+            values.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| malformed("column length"))?;
+        let value = rest.get(..len).ok_or(malformed("column value"))?;
+        values.push(Some(value));
+        rest = &rest[len..];
+    }
+    if !rest.is_empty() {
+        return Err(malformed("bytes after the last column"));
+    }
+    Ok(values)
+}
+
+/// The command tag of a CommandComplete (`SELECT 1`, `UPDATE 3`).
+pub fn parse_command_complete(body: &[u8]) -> Result<&str, ProtocolError> {
+    let malformed = ProtocolError::Malformed {
+        tag: tag::COMMAND_COMPLETE,
+        what: "command tag",
+    };
+    match split_cstr(body) {
+        Some((command, [])) => std::str::from_utf8(command).map_err(|_| malformed),
+        _ => Err(malformed),
+    }
+}
+
 fn read_i32(buf: &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes(buf.get(..4)?.try_into().ok()?))
 }

@@ -1,6 +1,11 @@
 //! Frontend messages (client → server): encoders for the ones pgring sends to PostgreSQL
 //! (startup, passwords, its own queries, cancel requests) and decoders for the login
 //! messages pgring reads from clients.
+//!
+//! pgring's own queries use the simple protocol, except those that carry a value from a
+//! client (the user name of an `auth_query`): those go through the extended protocol
+//! ([`parse`], [`bind_text`], [`execute`], [`sync`]), so the value travels as a bound
+//! parameter and is never spliced into SQL text.
 
 use bytes::{BufMut, BytesMut};
 
@@ -62,6 +67,57 @@ pub fn sasl_response(out: &mut BytesMut, data: &[u8]) {
 pub fn query(out: &mut BytesMut, sql: &str) {
     let at = begin(out, tag::QUERY);
     put_cstr(out, sql);
+    finish(out, at);
+}
+
+/// Parse: prepares `sql` as statement `name` (`""` = the unnamed statement), leaving every
+/// parameter's type for the server to infer.
+pub fn parse(out: &mut BytesMut, name: &str, sql: &str) {
+    let at = begin(out, tag::PARSE);
+    put_cstr(out, name);
+    put_cstr(out, sql);
+    out.put_i16(0);
+    finish(out, at);
+}
+
+/// Bind: binds `params` (text format; `None` is SQL NULL) to statement `statement` as
+/// portal `portal`, asking for every result column in text format. Values are sent with
+/// their length, so any byte (quotes, backslashes, NULs) arrives as data.
+///
+/// PostgreSQL takes at most 65535 parameters; pgring sends one or two, so the count is
+/// truncated rather than checked.
+pub fn bind_text(out: &mut BytesMut, portal: &str, statement: &str, params: &[Option<&str>]) {
+    let at = begin(out, tag::BIND);
+    put_cstr(out, portal);
+    put_cstr(out, statement);
+    // No parameter format codes: all text.
+    out.put_i16(0);
+    out.put_u16(params.len() as u16);
+    for param in params {
+        match param {
+            Some(value) => {
+                out.put_i32(value.len() as i32);
+                out.put_slice(value.as_bytes());
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    // No result format codes: all text.
+    out.put_i16(0);
+    finish(out, at);
+}
+
+/// Execute: runs portal `portal`, returning at most `max_rows` rows (0 = all).
+pub fn execute(out: &mut BytesMut, portal: &str, max_rows: i32) {
+    let at = begin(out, tag::EXECUTE);
+    put_cstr(out, portal);
+    out.put_i32(max_rows);
+    finish(out, at);
+}
+
+/// Sync: ends an extended-protocol batch; the server answers ReadyForQuery.
+pub fn sync(out: &mut BytesMut) {
+    let at = begin(out, tag::SYNC);
     finish(out, at);
 }
 

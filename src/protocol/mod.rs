@@ -65,6 +65,13 @@ pub mod tag {
     pub const ERROR_RESPONSE: u8 = b'E';
     pub const NOTICE_RESPONSE: u8 = b'N';
     pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const DATA_ROW: u8 = b'D';
+    pub const NO_DATA: u8 = b'n';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
 }
 

@@ -379,6 +379,73 @@ fn encoders_append_to_existing_buffer() {
 
 // ---- properties ----
 
+// ---- DataRow / CommandComplete ----
+
+#[test]
+fn data_row_round_trips_through_ours_and_postgres_protocol() {
+    let cases: [&[Option<&[u8]>]; 4] = [
+        &[Some(b"alice"), Some(b"SCRAM-SHA-256$4096:c2FsdA==$a:b")],
+        &[Some(b"bob"), None],
+        &[],
+        &[Some(b""), Some(b"\0\xff")],
+    ];
+    for values in cases {
+        let out = encode(|out| data_row(out, values));
+        let Message::DataRow(row) = pg_parse(&out) else {
+            panic!("not a DataRow");
+        };
+        let theirs: Vec<Option<Vec<u8>>> = row
+            .ranges()
+            .map(|r| Ok(r.map(|r| row.buffer()[r].to_vec())))
+            .collect()
+            .unwrap();
+        let (tag, body) = split(&out);
+        assert_eq!(tag, b'D');
+        let ours = parse_data_row(body).unwrap();
+        assert_eq!(ours, values);
+        let ours: Vec<Option<Vec<u8>>> = ours.iter().map(|v| v.map(<[u8]>::to_vec)).collect();
+        assert_eq!(ours, theirs);
+    }
+}
+
+#[test]
+fn parse_data_row_refuses_malformed_bodies() {
+    let malformed = |what| Err(ProtocolError::Malformed { tag: b'D', what });
+    assert_eq!(parse_data_row(b""), malformed("column count"));
+    assert_eq!(parse_data_row(b"\0"), malformed("column count"));
+    // Announces a column, has none.
+    assert_eq!(parse_data_row(b"\0\x01"), malformed("column length"));
+    // A column longer than the body.
+    assert_eq!(
+        parse_data_row(b"\0\x01\0\0\0\x05abc"),
+        malformed("column value")
+    );
+    // A negative length other than -1.
+    assert_eq!(
+        parse_data_row(b"\0\x01\xff\xff\xff\xfe"),
+        malformed("column length")
+    );
+    // Bytes left over.
+    assert_eq!(
+        parse_data_row(b"\0\x01\0\0\0\x01ab"),
+        malformed("bytes after the last column")
+    );
+    // A huge count with no columns behind it allocates nothing by the count.
+    assert_eq!(parse_data_row(b"\xff\xff"), malformed("column length"));
+}
+
+#[test]
+fn parse_command_complete_reads_the_tag() {
+    assert_eq!(parse_command_complete(b"SELECT 1\0"), Ok("SELECT 1"));
+    let malformed = Err(ProtocolError::Malformed {
+        tag: b'C',
+        what: "command tag",
+    });
+    assert_eq!(parse_command_complete(b"SELECT 1"), malformed);
+    assert_eq!(parse_command_complete(b"SELECT\0 1\0"), malformed);
+    assert_eq!(parse_command_complete(b"\xff\0"), malformed);
+}
+
 proptest! {
     #[test]
     fn parse_error_response_never_panics(
@@ -395,6 +462,8 @@ proptest! {
         let _ = parse_parameter_status(&body);
         let _ = parse_backend_key_data(&body);
         let _ = parse_ready_for_query(&body);
+        let _ = parse_data_row(&body);
+        let _ = parse_command_complete(&body);
     }
 
     #[test]

@@ -101,6 +101,81 @@ fn encoders_append_to_existing_buffer() {
     assert_eq!(ours, theirs);
 }
 
+// ---- extended protocol, for pgring's parameterized queries ----
+
+#[test]
+fn parse_matches_postgres_protocol() {
+    for (name, sql) in [
+        (
+            "",
+            "SELECT usename, passwd FROM pg_shadow WHERE usename = $1",
+        ),
+        ("s1", "select 1"),
+        ("", ""),
+    ] {
+        let ours = encode(|out| parse(out, name, sql));
+        let theirs = encode(|out| pg::parse(name, sql, std::iter::empty(), out).unwrap());
+        assert_eq!(ours, theirs);
+    }
+}
+
+#[test]
+fn bind_text_matches_postgres_protocol() {
+    let cases: [&[Option<&str>]; 4] = [
+        &[Some("alice")],
+        &[Some("x'; DROP TABLE x; --\\\"\0"), None, Some("")],
+        &[],
+        &[Some("ünï")],
+    ];
+    for params in cases {
+        let ours = encode(|out| bind_text(out, "", "", params));
+        let theirs = encode(|out| {
+            pg::bind(
+                "",
+                "",
+                std::iter::empty(),
+                params.iter().copied(),
+                |value, buf| match value {
+                    Some(v) => {
+                        buf.extend_from_slice(v.as_bytes());
+                        Ok(postgres_protocol::IsNull::No)
+                    }
+                    None => Ok(postgres_protocol::IsNull::Yes),
+                },
+                std::iter::empty(),
+                out,
+            )
+            .unwrap_or_else(|_| panic!("postgres-protocol refused the Bind"))
+        });
+        assert_eq!(ours, theirs);
+    }
+}
+
+#[test]
+fn bind_text_carries_values_byte_for_byte() {
+    let name = "o'brien\\\"; DROP TABLE x; --";
+    let out = encode(|out| bind_text(out, "p", "s", &[Some(name)]));
+    let body = body_of(&out, b'B');
+    let mut expected = b"p\0s\0\0\0\0\x01".to_vec();
+    expected.extend_from_slice(&(name.len() as i32).to_be_bytes());
+    expected.extend_from_slice(name.as_bytes());
+    expected.extend_from_slice(&[0, 0]);
+    assert_eq!(body, &expected[..]);
+}
+
+#[test]
+fn execute_and_sync_match_postgres_protocol() {
+    for (portal, max_rows) in [("", 0), ("p", 2)] {
+        let ours = encode(|out| execute(out, portal, max_rows));
+        let theirs = encode(|out| pg::execute(portal, max_rows, out).unwrap());
+        assert_eq!(ours, theirs);
+    }
+    let ours = encode(sync);
+    let theirs = encode(pg::sync);
+    assert_eq!(ours, theirs);
+    assert_eq!(&ours[..], b"S\0\0\0\x04");
+}
+
 // ---- parse_password ----
 
 #[test]
