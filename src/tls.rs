@@ -1,6 +1,10 @@
 //! TLS: the rustls server configuration for clients (`client_tls_*` keys) and the rustls
 //! client configuration for servers (`server_tls_*` keys, see [`client_config`]).
 //!
+//! Each side gets its own ring `CryptoProvider`: ring's default one with its cipher suites
+//! and key-exchange groups cut down and reordered as `*_tls_ciphers`, `*_tls13_ciphers` and
+//! `client_tls_ecdhcurve` say (the names were checked by [`crate::config`]).
+//!
 //! Built once at startup and again on every reload (from the main thread, never on a
 //! shard); [`crate::shard::Shared`] holds the current one and each handshake takes it with
 //! a lock-free load, so a new certificate is used by the next handshake and connections
@@ -21,7 +25,10 @@ use rustls::{
     SignatureScheme, SupportedProtocolVersion,
 };
 
-use crate::config::{PoolerConfig, TlsMode, TlsProtocols};
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::SupportedCipherSuite;
+
+use crate::config::{CipherSuite, KxGroup, PoolerConfig, TlsMode, TlsProtocols};
 
 /// The ALPN protocol name of PostgreSQL (libpq 17 sends it with direct and classic TLS).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -57,7 +64,11 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
     let key = read_key("client_tls_key_file", key_path)?;
     warn_if_key_readable("client_tls_key_file", key_path);
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider(
+        &p.client_tls_ciphers
+            .effective(p.client_tls13_ciphers.as_deref()),
+        &p.client_tls_ecdhcurve.groups(),
+    ));
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(p.client_tls_protocols))
         .map_err(|e| tls_error("client_tls_protocols", Path::new(""), e.to_string()))?;
@@ -84,7 +95,30 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
         )
     })?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    // pgring's order of the suites decides (what `fast` and `normal` are about), as
+    // PostgreSQL's ssl_prefer_server_ciphers does by default.
+    config.ignore_client_order = true;
     Ok(Some(Arc::new(config)))
+}
+
+/// ring's provider with only `suites` and `groups`, in that order.
+fn provider(suites: &[CipherSuite], groups: &[KxGroup]) -> CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let available: Vec<SupportedCipherSuite> = provider.cipher_suites.clone();
+    provider.cipher_suites = suites
+        .iter()
+        .filter_map(|s| available.iter().find(|a| a.suite() == s.rustls()).copied())
+        .collect();
+    provider.kx_groups = groups.iter().map(|g| kx_group(*g)).collect();
+    provider
+}
+
+fn kx_group(group: KxGroup) -> &'static dyn SupportedKxGroup {
+    match group {
+        KxGroup::X25519 => rustls::crypto::ring::kx_group::X25519,
+        KxGroup::Secp256r1 => rustls::crypto::ring::kx_group::SECP256R1,
+        KxGroup::Secp384r1 => rustls::crypto::ring::kx_group::SECP384R1,
+    }
 }
 
 fn versions(protocols: TlsProtocols) -> &'static [&'static SupportedProtocolVersion] {
@@ -108,13 +142,12 @@ pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsE
     if mode == TlsMode::Disable {
         return Ok(None);
     }
-    let mut provider = rustls::crypto::ring::default_provider();
     // P-256 first, then X25519: the groups OpenSSL-built servers handle fastest.
-    provider.kx_groups = vec![
-        rustls::crypto::ring::kx_group::SECP256R1,
-        rustls::crypto::ring::kx_group::X25519,
-        rustls::crypto::ring::kx_group::SECP384R1,
-    ];
+    let provider = provider(
+        &p.server_tls_ciphers
+            .effective(p.server_tls13_ciphers.as_deref()),
+        &[KxGroup::Secp256r1, KxGroup::X25519, KxGroup::Secp384r1],
+    );
     let algs = provider.signature_verification_algorithms;
     let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider)

@@ -237,6 +237,34 @@ fn require_skips_verification_and_verify_ca_checks_the_root() {
 }
 
 #[test]
+fn server_ciphers_choose_the_backend_suite() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let query = "SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let suite = |pooler: &str| {
+        let p = pgring(&pg, "127.0.0.1", pooler, &[]);
+        let out = psql(&p, query);
+        assert!(out.status.success(), "{}\n{}", text(&out.stderr), p.log());
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        suite(
+            "server_tls_sslmode = \"require\"\nserver_tls_protocols = \"tlsv1.2\"\n\
+             server_tls_ciphers = \"ECDHE-ECDSA-AES128-GCM-SHA256\""
+        ),
+        "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256"
+    );
+    assert_eq!(
+        suite(
+            "server_tls_sslmode = \"require\"\n\
+             server_tls13_ciphers = \"TLS_CHACHA20_POLY1305_SHA256\""
+        ),
+        "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256"
+    );
+}
+
+#[test]
 fn prefer_goes_plaintext_without_server_ssl_and_require_refuses() {
     let pg = cluster(None, None);
     let p = pgring(&pg, "127.0.0.1", "server_tls_sslmode = \"prefer\"", &[]);
