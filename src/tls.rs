@@ -5,6 +5,11 @@
 //! and key-exchange groups cut down and reordered as `*_tls_ciphers`, `*_tls13_ciphers` and
 //! `client_tls_ecdhcurve` say (the names were checked by [`crate::config`]).
 //!
+//! Revocation: `client_tls_crl_file` and `server_tls_crl_file` hand PEM CRLs to rustls's
+//! WebPKI verifiers, with their defaults: every certificate on the chain below the root is
+//! checked, and one whose issuer has no CRL in the file is refused, as OpenSSL does with
+//! PostgreSQL's `ssl_crl_file`.
+//!
 //! Built once at startup and again on every reload (from the main thread, never on a
 //! shard); [`crate::shard::Shared`] holds the current one and each handshake takes it with
 //! a lock-free load, so a new certificate is used by the next handshake and connections
@@ -17,9 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
     SignatureScheme, SupportedProtocolVersion,
@@ -80,9 +88,20 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<Arc<ServerConfig>>, TlsE
                 .add(cert)
                 .map_err(|e| tls_error("client_tls_ca_file", ca_path, e.to_string()))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if let Some(crl_path) = &p.client_tls_crl_file {
+            verifier = verifier.with_crls(read_crls("client_tls_crl_file", crl_path)?);
+        }
+        let verifier = verifier
             .build()
-            .map_err(|e| tls_error("client_tls_ca_file", ca_path, e.to_string()))?;
+            .map_err(|e| match (e, &p.client_tls_crl_file) {
+                (VerifierBuilderError::InvalidCrl(e), Some(crl_path)) => tls_error(
+                    "client_tls_crl_file",
+                    crl_path,
+                    format!("invalid CRL: {e:?}"),
+                ),
+                (e, _) => tls_error("client_tls_ca_file", ca_path, e.to_string()),
+            })?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -150,7 +169,7 @@ pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsE
     );
     let algs = provider.signature_verification_algorithms;
     let provider = Arc::new(provider);
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(p.server_tls_protocols))
         .map_err(|e| tls_error("server_tls_protocols", Path::new(""), e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies_server() {
@@ -162,8 +181,22 @@ pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsE
                 .add(cert)
                 .map_err(|e| tls_error("server_tls_ca_file", ca_path, e.to_string()))?;
         }
+        let mut webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider);
+        if let Some(crl_path) = &p.server_tls_crl_file {
+            webpki = webpki.with_crls(read_crls("server_tls_crl_file", crl_path)?);
+        }
+        let webpki = webpki
+            .build()
+            .map_err(|e| match (e, &p.server_tls_crl_file) {
+                (VerifierBuilderError::InvalidCrl(e), Some(crl_path)) => tls_error(
+                    "server_tls_crl_file",
+                    crl_path,
+                    format!("invalid CRL: {e:?}"),
+                ),
+                (e, _) => tls_error("server_tls_ca_file", ca_path, e.to_string()),
+            })?;
         Arc::new(ServerCertCheck {
-            roots: Arc::new(roots),
+            webpki,
             check_name: mode == TlsMode::VerifyFull,
             algs,
         })
@@ -206,10 +239,12 @@ struct DangerAcceptAnyServerCert {
     algs: WebPkiSupportedAlgorithms,
 }
 
-/// For `verify-ca` (chain only) and `verify-full` (chain and host name, libpq's rules).
+/// For `verify-ca` (chain and revocation only) and `verify-full` (and the host name, by
+/// libpq's rules). rustls's verifier checks the chain and the CRLs before the name, so a
+/// name error from it means the rest passed; the name is then judged here.
 #[derive(Debug)]
 struct ServerCertCheck {
-    roots: Arc<RootCertStore>,
+    webpki: Arc<WebPkiServerVerifier>,
     check_name: bool,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -261,21 +296,28 @@ impl ServerCertVerifier for ServerCertCheck {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
+        match self.webpki.verify_server_cert(
+            end_entity,
             intermediates,
+            server_name,
+            ocsp_response,
             now,
-            self.algs.all,
-        )?;
-        if self.check_name {
-            check_host_name(&cert, end_entity, server_name)?;
+        ) {
+            Ok(verified) => Ok(verified),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {
+                if self.check_name {
+                    let cert = ParsedCertificate::try_from(end_entity)?;
+                    check_host_name(&cert, end_entity, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
         }
-        Ok(ServerCertVerified::assertion())
     }
 
     handshake_signatures!();
@@ -352,6 +394,12 @@ pub fn verification_failure(e: &std::io::Error) -> Option<String> {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             format!("the certificate has expired ({c})")
         }
+        CertificateError::Revoked => {
+            "the certificate is revoked by a CRL in server_tls_crl_file".to_owned()
+        }
+        CertificateError::UnknownRevocationStatus => {
+            "no CRL in server_tls_crl_file covers the certificate's issuer".to_owned()
+        }
         CertificateError::Other(o) => o.to_string(),
         other => other.to_string(),
     })
@@ -371,6 +419,19 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
         return Err(tls_error(key, path, "no certificate found in PEM"));
     }
     Ok(certs)
+}
+
+fn read_crls(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = rustls_pemfile::crls(&mut open(key, path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(key, path, format!("invalid PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(tls_error(key, path, "no CRL found in PEM"));
+    }
+    Ok(crls)
 }
 
 fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

@@ -1,9 +1,9 @@
 //! Client-side TLS through pgring with real libpq (psql): the sslmodes, certificate
 //! verification by the client and by pgring, the refusals (plaintext under `require`,
 //! plaintext buffered behind an SSLRequest, a config without its key), the reload of
-//! the certificate, and the cipher and curve settings. A small blocking rustls client
-//! ([`tls_connect`]) offers exactly the suites, groups and ALPN a test needs, which libpq
-//! cannot be made to do.
+//! the certificate, the cipher and curve settings, and client certificate revocation. A
+//! small blocking rustls client ([`tls_connect`]) offers exactly the suites, groups and
+//! ALPN a test needs, which libpq cannot be made to do.
 
 #[path = "support/certs.rs"]
 mod certs;
@@ -701,4 +701,68 @@ fn ciphers_and_curves_limit_the_handshake() {
         false,
     )
     .expect("rustls's defaults");
+}
+
+#[test]
+fn crl_refuses_a_revoked_client_certificate() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
+    let pooler = format!(
+        "client_tls_sslmode = \"verify-ca\"\n{TLS_KEYS}\nclient_tls_crl_file = \"crl.pem\""
+    );
+    let pgring = Pgring::start(
+        &app_config(&pg, free_port(), &pooler),
+        &[
+            ("userlist.txt", USERLIST),
+            ("server.pem", &cert),
+            ("server.key", &key),
+            ("ca.pem", &ca.pem()),
+            ("crl.pem", &ca.crl(&[666])),
+        ],
+    );
+    let login_with = |serial: u64| {
+        let (cert, key) = ca.leaf_with_serial(&[], "app", false, Some(serial));
+        let cert = write_file(&pgring, &format!("client-{serial}.pem"), &cert);
+        let key = write_file(&pgring, &format!("client-{serial}.key"), &key);
+        psql(
+            pgring.port(),
+            &[
+                ("PGSSLMODE", "require"),
+                ("PGSSLCERT", path_str(&cert)),
+                ("PGSSLKEY", path_str(&key)),
+            ],
+            "SELECT 1",
+        )
+    };
+    assert_eq!(assert_ok(&login_with(777), &pgring).trim(), "1");
+    let out = login_with(666);
+    assert!(!out.status.success(), "a revoked certificate got through");
+    let log = pgring.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("TLS handshake failed") && l.contains("Revoked")),
+        "{log}"
+    );
+
+    // A file without a CRL is an error naming the key and the file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), &key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("crl.pem"), ca.pem()).unwrap();
+    let path = dir.path().join("pgring.toml");
+    std::fs::write(&path, format!("[pooler]\n{pooler}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgring"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("client_tls_crl_file") && err.contains("crl.pem: no CRL found in PEM"),
+        "{err}"
+    );
 }

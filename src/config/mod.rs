@@ -186,6 +186,8 @@ pub struct PoolerConfig {
     /// PEM roots that client certificates must chain to; required by `verify-ca` and
     /// `verify-full`.
     pub client_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists checked under `verify-ca` and `verify-full`.
+    pub client_tls_crl_file: Option<PathBuf>,
     pub client_tls_protocols: TlsProtocols,
     /// Cipher suites offered to clients: a keyword or a list. Default `default`.
     pub client_tls_ciphers: TlsCiphers,
@@ -200,6 +202,8 @@ pub struct PoolerConfig {
     /// PEM roots the server's certificate must chain to (may hold many); required by
     /// `verify-ca` and `verify-full`.
     pub server_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists checked under `verify-ca` and `verify-full`.
+    pub server_tls_crl_file: Option<PathBuf>,
     /// PEM certificate chain and private key pgring presents to PostgreSQL; optional,
     /// both or neither.
     pub server_tls_cert_file: Option<PathBuf>,

@@ -180,12 +180,14 @@ impl Default for PoolerConfig {
             client_tls_cert_file: None,
             client_tls_key_file: None,
             client_tls_ca_file: None,
+            client_tls_crl_file: None,
             client_tls_protocols: TlsProtocols::Secure,
             client_tls_ciphers: TlsCiphers::default(),
             client_tls13_ciphers: None,
             client_tls_ecdhcurve: TlsCurves::Auto,
             server_tls_sslmode: TlsMode::Prefer,
             server_tls_ca_file: None,
+            server_tls_crl_file: None,
             server_tls_cert_file: None,
             server_tls_key_file: None,
             server_tls_protocols: TlsProtocols::Secure,
@@ -283,6 +285,7 @@ struct RawPooler {
     client_tls_cert_file: Option<String>,
     client_tls_key_file: Option<String>,
     client_tls_ca_file: Option<String>,
+    client_tls_crl_file: Option<String>,
     client_tls_protocols: Option<Keyword<TlsProtocols>>,
     client_tls_ciphers: Option<Spanned<String>>,
     client_tls13_ciphers: Option<Spanned<String>>,
@@ -290,6 +293,7 @@ struct RawPooler {
 
     server_tls_sslmode: Option<Spanned<Keyword<TlsMode>>>,
     server_tls_ca_file: Option<String>,
+    server_tls_crl_file: Option<String>,
     server_tls_cert_file: Option<Spanned<String>>,
     server_tls_key_file: Option<Spanned<String>>,
     server_tls_protocols: Option<Keyword<TlsProtocols>>,
@@ -788,6 +792,7 @@ impl Ctx<'_> {
         p.client_tls_cert_file = r.client_tls_cert_file.and_then(|v| self.resolve(v));
         p.client_tls_key_file = r.client_tls_key_file.and_then(|v| self.resolve(v));
         p.client_tls_ca_file = r.client_tls_ca_file.and_then(|v| self.resolve(v));
+        p.client_tls_crl_file = r.client_tls_crl_file.and_then(|v| self.resolve(v));
         if let Some(v) = r.client_tls_protocols {
             p.client_tls_protocols = v.0;
         }
@@ -817,6 +822,7 @@ impl Ctx<'_> {
             p.client_tls_sslmode = mode;
         }
         p.server_tls_ca_file = r.server_tls_ca_file.and_then(|v| self.resolve(v));
+        p.server_tls_crl_file = r.server_tls_crl_file.and_then(|v| self.resolve(v));
         if let Some(v) = r.server_tls_protocols {
             p.server_tls_protocols = v.0;
         }
@@ -1133,6 +1139,7 @@ pub(super) fn render(config: &Config) -> String {
     kv("client_tls_cert_file", toml_path(&p.client_tls_cert_file));
     kv("client_tls_key_file", toml_path(&p.client_tls_key_file));
     kv("client_tls_ca_file", toml_path(&p.client_tls_ca_file));
+    kv("client_tls_crl_file", toml_path(&p.client_tls_crl_file));
     kv("client_tls_protocols", s(p.client_tls_protocols.name()));
     kv("client_tls_ciphers", s(&p.client_tls_ciphers.render()));
     kv(
@@ -1144,6 +1151,7 @@ pub(super) fn render(config: &Config) -> String {
     kv("client_tls_ecdhcurve", s(&p.client_tls_ecdhcurve.render()));
     kv("server_tls_sslmode", s(p.server_tls_sslmode.name()));
     kv("server_tls_ca_file", toml_path(&p.server_tls_ca_file));
+    kv("server_tls_crl_file", toml_path(&p.server_tls_crl_file));
     kv("server_tls_cert_file", toml_path(&p.server_tls_cert_file));
     kv("server_tls_key_file", toml_path(&p.server_tls_key_file));
     kv("server_tls_protocols", s(p.server_tls_protocols.name()));

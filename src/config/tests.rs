@@ -125,6 +125,7 @@ client_tls_sslmode = "verify-full"
 client_tls_cert_file = "server.pem"
 client_tls_key_file = "/keys/server.key"
 client_tls_ca_file = "ca.pem"
+client_tls_crl_file = "crl.pem"
 client_tls_protocols = "tlsv1.3"
 "#);
     let p = &c.pooler;
@@ -140,6 +141,10 @@ client_tls_protocols = "tlsv1.3"
     assert_eq!(
         p.client_tls_ca_file.as_deref(),
         Some(Path::new("/etc/pgring/ca.pem"))
+    );
+    assert_eq!(
+        p.client_tls_crl_file.as_deref(),
+        Some(Path::new("/etc/pgring/crl.pem"))
     );
     assert_eq!(p.client_tls_protocols, TlsProtocols::Tls13);
     let again = Config::parse(&c.to_toml(), &c.path).unwrap();
@@ -267,6 +272,7 @@ fn server_tls_keys() {
 [pooler]
 server_tls_sslmode = "verify-full"
 server_tls_ca_file = "bundle.pem"
+server_tls_crl_file = "/crls/servers.pem"
 server_tls_cert_file = "pgring.pem"
 server_tls_key_file = "/keys/pgring.key"
 server_tls_protocols = "tlsv1.2"
@@ -276,6 +282,10 @@ server_tls_protocols = "tlsv1.2"
     assert_eq!(
         p.server_tls_ca_file.as_deref(),
         Some(Path::new("/etc/pgring/bundle.pem"))
+    );
+    assert_eq!(
+        p.server_tls_crl_file.as_deref(),
+        Some(Path::new("/crls/servers.pem"))
     );
     assert_eq!(
         p.server_tls_cert_file.as_deref(),
