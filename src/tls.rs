@@ -440,15 +440,40 @@ fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, Tl
         .ok_or_else(|| tls_error(key, path, "no private key found in PEM"))
 }
 
+/// Warns when a private key file is more open than PostgreSQL allows its own key to be.
 fn warn_if_key_readable(key: &str, path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if key_too_open(mode, meta.uid()) {
             log::warn!(
-                "{key} {}: readable by group or others (mode {mode:03o}); chmod 600 it",
+                "{key} {}: readable by group or others (mode {mode:03o}); chmod 600 it \
+                 (or 640 with owner root)",
                 path.display()
             );
         }
+    }
+}
+
+/// PostgreSQL's rule: no access for group or others, except that a key owned by root may
+/// be readable by its group (0640), for keys shared through a group such as ssl-cert.
+fn key_too_open(mode: u32, owner_uid: u32) -> bool {
+    let allowed = if owner_uid == 0 { 0o040 } else { 0 };
+    mode & 0o077 & !allowed != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_permissions_follow_postgresql() {
+        assert!(!key_too_open(0o600, 1000));
+        assert!(!key_too_open(0o400, 1000));
+        assert!(key_too_open(0o640, 1000));
+        assert!(key_too_open(0o604, 1000));
+        assert!(!key_too_open(0o640, 0));
+        assert!(key_too_open(0o660, 0));
+        assert!(key_too_open(0o644, 0));
     }
 }
