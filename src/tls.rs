@@ -1,6 +1,15 @@
 //! TLS: the rustls server configuration for clients (`client_tls_*` keys) and the rustls
 //! client configuration for servers (`server_tls_*` keys, see [`client_config`]).
 //!
+//! Each side gets its own ring `CryptoProvider`: ring's default one with its cipher suites
+//! and key-exchange groups cut down and reordered as `*_tls_ciphers`, `*_tls13_ciphers` and
+//! `client_tls_ecdhcurve` say (the names were checked by [`crate::config`]).
+//!
+//! Revocation: `client_tls_crl_file` and `server_tls_crl_file` hand PEM CRLs to rustls's
+//! WebPKI verifiers, with their defaults: every certificate on the chain below the root is
+//! checked, and one whose issuer has no CRL in the file is refused, as OpenSSL does with
+//! PostgreSQL's `ssl_crl_file`.
+//!
 //! Built once at startup and again on every reload (from the main thread, never on a
 //! shard); [`crate::shard::Shared`] holds the current one and each handshake takes it with
 //! a lock-free load, so a new certificate is used by the next handshake and connections
@@ -13,15 +22,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
     SignatureScheme, SupportedProtocolVersion,
 };
 
-use crate::config::{PoolerConfig, TlsMode, TlsProtocols};
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::SupportedCipherSuite;
+
+use crate::config::{CipherSuite, KxGroup, PoolerConfig, TlsMode, TlsProtocols};
 
 /// The ALPN protocol name of PostgreSQL (libpq 17 sends it with direct and classic TLS).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -70,7 +85,11 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
         .first()
         .and_then(|c| crate::x509::tls_server_end_point(c));
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider(
+        &p.client_tls_ciphers
+            .effective(p.client_tls13_ciphers.as_deref()),
+        &p.client_tls_ecdhcurve.groups(),
+    ));
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(p.client_tls_protocols))
         .map_err(|e| tls_error("client_tls_protocols", Path::new(""), e.to_string()))?;
@@ -82,9 +101,20 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
                 .add(cert)
                 .map_err(|e| tls_error("client_tls_ca_file", ca_path, e.to_string()))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if let Some(crl_path) = &p.client_tls_crl_file {
+            verifier = verifier.with_crls(read_crls("client_tls_crl_file", crl_path)?);
+        }
+        let verifier = verifier
             .build()
-            .map_err(|e| tls_error("client_tls_ca_file", ca_path, e.to_string()))?;
+            .map_err(|e| match (e, &p.client_tls_crl_file) {
+                (VerifierBuilderError::InvalidCrl(e), Some(crl_path)) => tls_error(
+                    "client_tls_crl_file",
+                    crl_path,
+                    format!("invalid CRL: {e:?}"),
+                ),
+                (e, _) => tls_error("client_tls_ca_file", ca_path, e.to_string()),
+            })?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -97,10 +127,33 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
         )
     })?;
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    // pgring's order of the suites decides (what `fast` and `normal` are about), as
+    // PostgreSQL's ssl_prefer_server_ciphers does by default.
+    config.ignore_client_order = true;
     Ok(Some(ClientTls {
         config: Arc::new(config),
         end_point,
     }))
+}
+
+/// ring's provider with only `suites` and `groups`, in that order.
+fn provider(suites: &[CipherSuite], groups: &[KxGroup]) -> CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let available: Vec<SupportedCipherSuite> = provider.cipher_suites.clone();
+    provider.cipher_suites = suites
+        .iter()
+        .filter_map(|s| available.iter().find(|a| a.suite() == s.rustls()).copied())
+        .collect();
+    provider.kx_groups = groups.iter().map(|g| kx_group(*g)).collect();
+    provider
+}
+
+fn kx_group(group: KxGroup) -> &'static dyn SupportedKxGroup {
+    match group {
+        KxGroup::X25519 => rustls::crypto::ring::kx_group::X25519,
+        KxGroup::Secp256r1 => rustls::crypto::ring::kx_group::SECP256R1,
+        KxGroup::Secp384r1 => rustls::crypto::ring::kx_group::SECP384R1,
+    }
 }
 
 fn versions(protocols: TlsProtocols) -> &'static [&'static SupportedProtocolVersion] {
@@ -124,16 +177,15 @@ pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsE
     if mode == TlsMode::Disable {
         return Ok(None);
     }
-    let mut provider = rustls::crypto::ring::default_provider();
     // P-256 first, then X25519: the groups OpenSSL-built servers handle fastest.
-    provider.kx_groups = vec![
-        rustls::crypto::ring::kx_group::SECP256R1,
-        rustls::crypto::ring::kx_group::X25519,
-        rustls::crypto::ring::kx_group::SECP384R1,
-    ];
+    let provider = provider(
+        &p.server_tls_ciphers
+            .effective(p.server_tls13_ciphers.as_deref()),
+        &[KxGroup::Secp256r1, KxGroup::X25519, KxGroup::Secp384r1],
+    );
     let algs = provider.signature_verification_algorithms;
     let provider = Arc::new(provider);
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(p.server_tls_protocols))
         .map_err(|e| tls_error("server_tls_protocols", Path::new(""), e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies_server() {
@@ -145,8 +197,22 @@ pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsE
                 .add(cert)
                 .map_err(|e| tls_error("server_tls_ca_file", ca_path, e.to_string()))?;
         }
+        let mut webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider);
+        if let Some(crl_path) = &p.server_tls_crl_file {
+            webpki = webpki.with_crls(read_crls("server_tls_crl_file", crl_path)?);
+        }
+        let webpki = webpki
+            .build()
+            .map_err(|e| match (e, &p.server_tls_crl_file) {
+                (VerifierBuilderError::InvalidCrl(e), Some(crl_path)) => tls_error(
+                    "server_tls_crl_file",
+                    crl_path,
+                    format!("invalid CRL: {e:?}"),
+                ),
+                (e, _) => tls_error("server_tls_ca_file", ca_path, e.to_string()),
+            })?;
         Arc::new(ServerCertCheck {
-            roots: Arc::new(roots),
+            webpki,
             check_name: mode == TlsMode::VerifyFull,
             algs,
         })
@@ -189,10 +255,12 @@ struct DangerAcceptAnyServerCert {
     algs: WebPkiSupportedAlgorithms,
 }
 
-/// For `verify-ca` (chain only) and `verify-full` (chain and host name, libpq's rules).
+/// For `verify-ca` (chain and revocation only) and `verify-full` (and the host name, by
+/// libpq's rules). rustls's verifier checks the chain and the CRLs before the name, so a
+/// name error from it means the rest passed; the name is then judged here.
 #[derive(Debug)]
 struct ServerCertCheck {
-    roots: Arc<RootCertStore>,
+    webpki: Arc<WebPkiServerVerifier>,
     check_name: bool,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -244,21 +312,28 @@ impl ServerCertVerifier for ServerCertCheck {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
+        match self.webpki.verify_server_cert(
+            end_entity,
             intermediates,
+            server_name,
+            ocsp_response,
             now,
-            self.algs.all,
-        )?;
-        if self.check_name {
-            check_host_name(&cert, end_entity, server_name)?;
+        ) {
+            Ok(verified) => Ok(verified),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {
+                if self.check_name {
+                    let cert = ParsedCertificate::try_from(end_entity)?;
+                    check_host_name(&cert, end_entity, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
         }
-        Ok(ServerCertVerified::assertion())
     }
 
     handshake_signatures!();
@@ -335,6 +410,12 @@ pub fn verification_failure(e: &std::io::Error) -> Option<String> {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             format!("the certificate has expired ({c})")
         }
+        CertificateError::Revoked => {
+            "the certificate is revoked by a CRL in server_tls_crl_file".to_owned()
+        }
+        CertificateError::UnknownRevocationStatus => {
+            "no CRL in server_tls_crl_file covers the certificate's issuer".to_owned()
+        }
         CertificateError::Other(o) => o.to_string(),
         other => other.to_string(),
     })
@@ -356,21 +437,59 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
+fn read_crls(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = rustls_pemfile::crls(&mut open(key, path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(key, path, format!("invalid PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(tls_error(key, path, "no CRL found in PEM"));
+    }
+    Ok(crls)
+}
+
 fn read_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut open(key, path)?)
         .map_err(|e| tls_error(key, path, format!("invalid PEM: {e}")))?
         .ok_or_else(|| tls_error(key, path, "no private key found in PEM"))
 }
 
+/// Warns when a private key file is more open than PostgreSQL allows its own key to be.
 fn warn_if_key_readable(key: &str, path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if key_too_open(mode, meta.uid()) {
             log::warn!(
-                "{key} {}: readable by group or others (mode {mode:03o}); chmod 600 it",
+                "{key} {}: readable by group or others (mode {mode:03o}); chmod 600 it \
+                 (or 640 with owner root)",
                 path.display()
             );
         }
+    }
+}
+
+/// PostgreSQL's rule: no access for group or others, except that a key owned by root may
+/// be readable by its group (0640), for keys shared through a group such as ssl-cert.
+fn key_too_open(mode: u32, owner_uid: u32) -> bool {
+    let allowed = if owner_uid == 0 { 0o040 } else { 0 };
+    mode & 0o077 & !allowed != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_permissions_follow_postgresql() {
+        assert!(!key_too_open(0o600, 1000));
+        assert!(!key_too_open(0o400, 1000));
+        assert!(key_too_open(0o640, 1000));
+        assert!(key_too_open(0o604, 1000));
+        assert!(!key_too_open(0o640, 0));
+        assert!(key_too_open(0o660, 0));
+        assert!(key_too_open(0o644, 0));
     }
 }

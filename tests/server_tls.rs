@@ -1,8 +1,8 @@
 //! Server-side TLS (pgring to PostgreSQL) against a real PostgreSQL with `ssl = on` and
 //! certificates made here with rcgen: the sslmodes, libpq's host name rules for
 //! `verify-full` (IP SAN, CN fallback), the refusals a client sees, the plaintext fallback
-//! of `prefer`, pgring's client certificate under a pg_hba `cert` rule, and a cancel
-//! request to a TLS server.
+//! of `prefer`, pgring's client certificate under a pg_hba `cert` rule, a cancel request
+//! to a TLS server, the cipher settings and revocation through `server_tls_crl_file`.
 
 #[path = "support/cancel.rs"]
 mod cancel;
@@ -234,6 +234,62 @@ fn require_skips_verification_and_verify_ca_checks_the_root() {
         &p,
         &["server connection failed TLS verification", "unknown CA"],
     );
+}
+
+#[test]
+fn server_ciphers_choose_the_backend_suite() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1"], "pg", true);
+    let pg = cluster(Some((&cert, &key)), None);
+    let query = "SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let suite = |pooler: &str| {
+        let p = pgring(&pg, "127.0.0.1", pooler, &[]);
+        let out = psql(&p, query);
+        assert!(out.status.success(), "{}\n{}", text(&out.stderr), p.log());
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        suite(
+            "server_tls_sslmode = \"require\"\nserver_tls_protocols = \"tlsv1.2\"\n\
+             server_tls_ciphers = \"ECDHE-ECDSA-AES128-GCM-SHA256\""
+        ),
+        "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256"
+    );
+    assert_eq!(
+        suite(
+            "server_tls_sslmode = \"require\"\n\
+             server_tls13_ciphers = \"TLS_CHACHA20_POLY1305_SHA256\""
+        ),
+        "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256"
+    );
+}
+
+#[test]
+fn server_crl_refuses_a_revoked_server_certificate() {
+    let ca = Ca::new("server CA");
+    let (cert, key) = ca.leaf_with_serial(&["127.0.0.1"], "pg", true, Some(4242));
+    let pg = cluster(Some((&cert, &key)), None);
+    let with_crl = |crl: &str| {
+        pgring(
+            &pg,
+            "127.0.0.1",
+            "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"ca.pem\"\n\
+             server_tls_crl_file = \"crl.pem\"",
+            &[("ca.pem", &ca.pem()), ("crl.pem", crl)],
+        )
+    };
+    let p = with_crl(&ca.crl(&[17]));
+    assert_eq!(backend_ssl(&p), "t");
+    drop(p);
+    let p = with_crl(&ca.crl(&[17, 4242]));
+    login_fails(
+        &p,
+        &["server connection failed TLS verification", "revoked"],
+    );
+    drop(p);
+    // Only another CA's CRL: the status of the server's certificate is unknown.
+    let p = with_crl(&Ca::new("other CA").crl(&[]));
+    login_fails(&p, &["no CRL in server_tls_crl_file covers"]);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Client-side TLS through pgring with real libpq (psql): the sslmodes, certificate
 //! verification by the client and by pgring, the refusals (plaintext under `require`,
-//! plaintext buffered behind an SSLRequest, a config without its key), and the reload of
-//! the certificate.
+//! plaintext buffered behind an SSLRequest, a config without its key), the reload of
+//! the certificate, the cipher and curve settings, and client certificate revocation. A
+//! small blocking rustls client ([`tls_connect`]) offers exactly the suites, groups and
+//! ALPN a test needs, which libpq cannot be made to do.
 
 #[path = "support/certs.rs"]
 mod certs;
@@ -12,6 +14,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certs::Ca;
@@ -473,4 +476,405 @@ fn a_stalled_handshake_counts_against_client_login_timeout() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
         "closed after {waited:?}"
     );
+}
+
+/// A rustls client configuration trusting `ca`, offering only `suites` (TLS versions to
+/// match) and `groups`, with `alpn` (none when empty).
+fn client_config(
+    ca: &Ca,
+    suites: &[rustls::SupportedCipherSuite],
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = suites.to_vec();
+    provider.kx_groups = groups.to_vec();
+    let mut versions = Vec::new();
+    if suites
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS13)
+    {
+        versions.push(&rustls::version::TLS13);
+    }
+    if suites
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS12)
+    {
+        versions.push(&rustls::version::TLS12);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// The default suites and groups of rustls's ring provider.
+fn all_suites() -> Vec<rustls::SupportedCipherSuite> {
+    rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec()
+}
+
+fn all_groups() -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
+    rustls::crypto::ring::ALL_KX_GROUPS.to_vec()
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects to pgring and runs a TLS handshake as `localhost`: after an SSLRequest, or
+/// at once when `direct` (PostgreSQL 17's direct TLS). The error is the handshake's.
+fn tls_connect(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    direct: bool,
+) -> Result<TlsStream, String> {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    if !direct {
+        let mut request = Vec::new();
+        request.extend_from_slice(&8i32.to_be_bytes());
+        request.extend_from_slice(&80_877_103i32.to_be_bytes());
+        sock.write_all(&request).unwrap();
+        let mut answer = [0u8; 1];
+        sock.read_exact(&mut answer).unwrap();
+        assert_eq!(answer[0], b'S', "pgring does not offer TLS");
+    }
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// Logs in as app/apppass (md5) over `stream`; Ok once ReadyForQuery arrives, Err with
+/// the server's error or the I/O failure.
+fn login(stream: &mut (impl Read + Write)) -> Result<(), String> {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", "app"), ("database", "app")],
+        &mut out,
+    )
+    .unwrap();
+    stream.write_all(&out).map_err(|e| e.to_string())?;
+    stream.flush().map_err(|e| e.to_string())?;
+    loop {
+        let mut header = [0u8; 5];
+        stream
+            .read_exact(&mut header)
+            .map_err(|e| format!("reading a message: {e}"))?;
+        let len = i32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+        match header[0] {
+            b'R' if body[..4] == 5i32.to_be_bytes() => {
+                let salt: [u8; 4] = body[4..8].try_into().unwrap();
+                let hash = postgres_protocol::authentication::md5_hash(b"app", b"apppass", salt);
+                out.clear();
+                postgres_protocol::message::frontend::password_message(hash.as_bytes(), &mut out)
+                    .unwrap();
+                stream.write_all(&out).map_err(|e| e.to_string())?;
+                stream.flush().map_err(|e| e.to_string())?;
+            }
+            b'E' => return Err(String::from_utf8_lossy(&body).into_owned()),
+            b'Z' => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// Waits up to 5 s for `needle` in pgring's log. A handshake refusal is checked there:
+/// whether the alert reaches the client is a matter of timing (futures-rustls makes one
+/// attempt to write it before the connection is dropped).
+#[track_caller]
+fn wait_for_log(pgring: &Pgring, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pgring.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not in pgring's log:\n{}",
+            pgring.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// pgring requiring TLS with an ECDSA certificate for localhost and the extra `pooler` lines.
+fn start_tls(pg: &PgCluster, ca: &Ca, pooler: &str) -> Pgring {
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
+    let pooler = format!(
+        "client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"server.pem\"\n\
+         client_tls_key_file = \"server.key\"\n{pooler}"
+    );
+    Pgring::start(
+        &app_config(pg, free_port(), &pooler),
+        &[
+            ("userlist.txt", USERLIST),
+            ("server.pem", &cert),
+            ("server.key", &key),
+        ],
+    )
+}
+
+#[test]
+fn ciphers_and_curves_limit_the_handshake() {
+    use rustls::crypto::ring::cipher_suite as suite;
+    use rustls::crypto::ring::kx_group;
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+
+    // TLS 1.2 only, one suite, one curve.
+    let tls12 = start_tls(
+        &pg,
+        &ca,
+        "client_tls_protocols = \"tlsv1.2\"\n\
+         client_tls_ciphers = \"ECDHE-ECDSA-CHACHA20-POLY1305\"\n\
+         client_tls_ecdhcurve = \"secp384r1\"",
+    );
+    let out = psql(tls12.port(), &[("PGSSLMODE", "require")], "\\conninfo");
+    let info = assert_ok(&out, &tls12);
+    assert!(
+        info.contains("TLSv1.2") && info.contains("ECDHE-ECDSA-CHACHA20-POLY1305"),
+        "{info}"
+    );
+    let chacha = [suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256];
+    let mut ok = tls_connect(
+        tls12.port(),
+        client_config(&ca, &chacha, &[kx_group::SECP384R1], &[]),
+        false,
+    )
+    .expect("the configured suite and curve");
+    assert_eq!(
+        ok.conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
+    );
+    login(&mut ok).expect("login over TLS 1.2");
+    let err = tls_connect(
+        tls12.port(),
+        client_config(
+            &ca,
+            &[suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+            &all_groups(),
+            &[],
+        ),
+        false,
+    )
+    .expect_err("a suite pgring does not offer is refused");
+    assert!(!err.is_empty());
+    wait_for_log(&tls12, "peer is incompatible: NoCipherSuitesInCommon");
+    let err = tls_connect(
+        tls12.port(),
+        client_config(&ca, &chacha, &[kx_group::X25519], &[]),
+        false,
+    )
+    .expect_err("a curve pgring does not offer is refused");
+    assert!(!err.is_empty());
+    wait_for_log(&tls12, "peer is incompatible: NoKxGroupsInCommon");
+
+    // TLS 1.3 suites from client_tls13_ciphers.
+    let tls13 = start_tls(
+        &pg,
+        &ca,
+        "client_tls13_ciphers = \"TLS_CHACHA20_POLY1305_SHA256\"",
+    );
+    let out = psql(tls13.port(), &[("PGSSLMODE", "require")], "\\conninfo");
+    let info = assert_ok(&out, &tls13);
+    assert!(
+        info.contains("TLSv1.3") && info.contains("TLS_CHACHA20_POLY1305_SHA256"),
+        "{info}"
+    );
+    let err = tls_connect(
+        tls13.port(),
+        client_config(&ca, &[suite::TLS13_AES_128_GCM_SHA256], &all_groups(), &[]),
+        false,
+    )
+    .expect_err("a TLS 1.3 suite pgring does not offer is refused");
+    assert!(!err.is_empty());
+    wait_for_log(&tls13, "peer is incompatible: NoCipherSuitesInCommon");
+    // TLS 1.2 keeps its default suites.
+    tls_connect(
+        tls13.port(),
+        client_config(
+            &ca,
+            &[suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+            &all_groups(),
+            &[],
+        ),
+        false,
+    )
+    .expect("TLS 1.2 with a default suite");
+    tls_connect(
+        tls13.port(),
+        client_config(&ca, &all_suites(), &all_groups(), &[]),
+        false,
+    )
+    .expect("rustls's defaults");
+}
+
+#[test]
+fn crl_refuses_a_revoked_client_certificate() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
+    let pooler = format!(
+        "client_tls_sslmode = \"verify-ca\"\n{TLS_KEYS}\nclient_tls_crl_file = \"crl.pem\""
+    );
+    let pgring = Pgring::start(
+        &app_config(&pg, free_port(), &pooler),
+        &[
+            ("userlist.txt", USERLIST),
+            ("server.pem", &cert),
+            ("server.key", &key),
+            ("ca.pem", &ca.pem()),
+            ("crl.pem", &ca.crl(&[666])),
+        ],
+    );
+    let login_with = |serial: u64| {
+        let (cert, key) = ca.leaf_with_serial(&[], "app", false, Some(serial));
+        let cert = write_file(&pgring, &format!("client-{serial}.pem"), &cert);
+        let key = write_file(&pgring, &format!("client-{serial}.key"), &key);
+        psql(
+            pgring.port(),
+            &[
+                ("PGSSLMODE", "require"),
+                ("PGSSLCERT", path_str(&cert)),
+                ("PGSSLKEY", path_str(&key)),
+            ],
+            "SELECT 1",
+        )
+    };
+    assert_eq!(assert_ok(&login_with(777), &pgring).trim(), "1");
+    let out = login_with(666);
+    assert!(!out.status.success(), "a revoked certificate got through");
+    let log = pgring.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("TLS handshake failed") && l.contains("Revoked")),
+        "{log}"
+    );
+
+    // A file without a CRL is an error naming the key and the file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), &key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("crl.pem"), ca.pem()).unwrap();
+    let path = dir.path().join("pgring.toml");
+    std::fs::write(&path, format!("[pooler]\n{pooler}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgring"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("client_tls_crl_file") && err.contains("crl.pem: no CRL found in PEM"),
+        "{err}"
+    );
+}
+
+#[test]
+fn direct_tls_needs_alpn_postgresql() {
+    let pg = cluster();
+    let ca = Ca::new("pgring test CA");
+    let pgring = start_tls(&pg, &ca, "");
+    let port = pgring.port();
+    let postgresql: &[&[u8]] = &[b"postgresql"];
+
+    // PostgreSQL 17's direct TLS: a ClientHello first, ALPN postgresql, then the startup
+    // packet over TLS.
+    let mut direct = tls_connect(
+        port,
+        client_config(&ca, &all_suites(), &all_groups(), postgresql),
+        true,
+    )
+    .expect("direct TLS handshake");
+    assert_eq!(direct.conn.alpn_protocol(), Some(&b"postgresql"[..]));
+    login(&mut direct).expect("login over direct TLS");
+
+    // The classic way with ALPN (libpq 17 sends it too) and without (libpq 15, psql).
+    let mut classic = tls_connect(
+        port,
+        client_config(&ca, &all_suites(), &all_groups(), postgresql),
+        false,
+    )
+    .unwrap();
+    assert_eq!(classic.conn.alpn_protocol(), Some(&b"postgresql"[..]));
+    login(&mut classic).expect("login after SSLRequest with ALPN");
+    let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
+    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+
+    // Direct TLS without ALPN: the handshake completes, then pgring hangs up.
+    let mut bare = tls_connect(
+        port,
+        client_config(&ca, &all_suites(), &all_groups(), &[]),
+        true,
+    )
+    .expect("the handshake itself succeeds");
+    let err = login(&mut bare).expect_err("no login without ALPN");
+    assert!(!err.contains("password"), "{err}");
+    let log = pgring.log();
+    assert!(
+        log.contains("direct TLS connection refused: the client did not negotiate ALPN"),
+        "{log}"
+    );
+
+    // Another protocol's ALPN: rustls refuses it in the handshake.
+    tls_connect(
+        port,
+        client_config(&ca, &all_suites(), &all_groups(), &[b"http/1.1"]),
+        true,
+    )
+    .expect_err("a foreign ALPN is refused");
+    wait_for_log(
+        &pgring,
+        "TLS handshake failed: peer doesn't support any known protocol",
+    );
+
+    // An SSLRequest inside TLS is a protocol violation.
+    let mut again = tls_connect(
+        port,
+        client_config(&ca, &all_suites(), &all_groups(), postgresql),
+        true,
+    )
+    .unwrap();
+    let mut request = Vec::new();
+    request.extend_from_slice(&8i32.to_be_bytes());
+    request.extend_from_slice(&80_877_103i32.to_be_bytes());
+    again.write_all(&request).unwrap();
+    again.flush().unwrap();
+    let mut reply = Vec::new();
+    let _ = again.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with('E'), "{reply}");
+    assert!(
+        reply.contains("encryption request received over an encrypted connection"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn direct_tls_without_client_tls_is_closed() {
+    let pg = cluster();
+    let pgring = Pgring::start(
+        &app_config(&pg, free_port(), ""),
+        &[("userlist.txt", USERLIST)],
+    );
+    let ca = Ca::new("pgring test CA");
+    let err = tls_connect(
+        pgring.port(),
+        client_config(&ca, &all_suites(), &all_groups(), &[b"postgresql"]),
+        true,
+    )
+    .expect_err("no TLS to be had");
+    assert!(!err.is_empty());
+    wait_for_log(&pgring, "direct TLS connection refused: client TLS is off");
 }

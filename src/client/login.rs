@@ -1,6 +1,14 @@
 //! A client's login: startup packet, authentication, and the welcome (ParameterStatus,
 //! BackendKeyData, ReadyForQuery).
 //!
+//! TLS starts one of two ways: PostgreSQL's classic SSLRequest, answered `S`, or
+//! PostgreSQL 17's direct TLS (`sslnegotiation=direct`), where the client's first byte
+//! is already a TLS handshake record. The first byte of a TCP connection is peeked (not
+//! read) to tell them apart, so the ClientHello stays on the socket for rustls. A direct
+//! TLS client must negotiate ALPN `postgresql`, as PostgreSQL 17 demands: without it, some
+//! other protocol's client may have been pointed at the port. Either way, an SSLRequest
+//! over TLS is a protocol violation.
+//!
 //! Invariant: the same message answers an unknown user and a wrong password
 //! (`password authentication failed for user "NAME"`, SQLSTATE 28P01), and the exchange
 //! for an unknown user runs to the same step, so user names cannot be probed.
@@ -52,8 +60,16 @@ pub async fn run(
 ) -> Result<Outcome, SessionError> {
     // The TLS configuration the client's session was accepted with (for channel binding).
     let mut accepted_tls = None;
+    if first_byte(conn).await? == Some(TLS_HANDSHAKE_RECORD) {
+        accepted_tls = Some(direct_tls(shard, conn).await?);
+    }
     let (minor, params) = loop {
         match read_startup(conn).await? {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest if conn.stream.is_tls() => {
+                return Err(protocol_error(
+                    "encryption request received over an encrypted connection",
+                ));
+            }
             request @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
                 // Whatever the answer, nothing may follow the request before it: bytes
                 // already buffered were sent in plaintext before the client saw the
@@ -66,11 +82,9 @@ pub async fn run(
                         "received unencrypted data after encryption request",
                     ));
                 }
-                // TLS over TCP only, once, as PostgreSQL; no GSS encryption at all.
+                // TLS over TCP only, as PostgreSQL; no GSS encryption at all.
                 let tls = match request {
-                    StartupPacket::SslRequest
-                        if !conn.stream.is_unix() && !conn.stream.is_tls() =>
-                    {
+                    StartupPacket::SslRequest if !conn.stream.is_unix() => {
                         shard.shared.tls.load_full()
                     }
                     _ => None,
@@ -246,6 +260,62 @@ pub async fn run(
         params: aligned,
         cancel_key,
     }))
+}
+
+/// The type byte of a TLS handshake record. A startup packet starts with the high byte of
+/// its length, which is 0 for any packet pgring accepts, so the two cannot be confused.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The first byte a TCP client sent, left on the socket; `None` for other transports.
+async fn first_byte(conn: &ClientConn) -> Result<Option<u8>, SessionError> {
+    let Stream::Tcp(tcp) = &conn.stream else {
+        return Ok(None);
+    };
+    let mut byte = [0u8; 1];
+    match tcp.peek(&mut byte).await {
+        Ok(0) => Err(SessionError::client_closed()),
+        Ok(_) => Ok(Some(byte[0])),
+        Err(e) => Err(SessionError::client_io(std::io::Error::from(e))),
+    }
+}
+
+/// Direct TLS: the handshake at once, then ALPN `postgresql` or the connection is closed.
+/// Refusals are logged and nothing is sent: the client speaks TLS or something else, and
+/// a plaintext ErrorResponse would mean nothing to it.
+async fn direct_tls(
+    shard: &Rc<Shard>,
+    conn: &mut ClientConn,
+) -> Result<std::sync::Arc<crate::tls::ClientTls>, SessionError> {
+    let Some(tls) = shard.shared.tls.load_full() else {
+        log::warn!(
+            "{}: direct TLS connection refused: client TLS is off (client_tls_sslmode = \"disable\")",
+            conn.peer
+        );
+        return Err(direct_tls_refused());
+    };
+    start_tls(conn, tls.config.clone()).await?;
+    let alpn = match &conn.stream {
+        Stream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+        _ => None,
+    };
+    if alpn != Some(crate::tls::ALPN_POSTGRESQL) {
+        log::warn!(
+            "{}: direct TLS connection refused: the client did not negotiate ALPN \"postgresql\"",
+            conn.peer
+        );
+        return Err(direct_tls_refused());
+    }
+    Ok(tls)
+}
+
+/// Ends the connection without a word to the client (a connection failure on the
+/// client's side is never sent or logged again).
+fn direct_tls_refused() -> SessionError {
+    SessionError::new(
+        Fault::Client,
+        sqlstate::CONNECTION_FAILURE,
+        "direct TLS connection refused",
+    )
 }
 
 /// Runs the server side of a TLS handshake and puts the session in place of the plain

@@ -10,12 +10,14 @@
 //! The config is immutable once built; shards share it as `Arc<Config>` and a reload builds
 //! a new one. Nothing here opens sockets or reads anything but the config file itself.
 
+mod ciphers;
 mod raw;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use ciphers::{CipherKeyword, CipherSuite, KxGroup, TlsCiphers, TlsCurves};
 pub use raw::ConfigError;
 
 /// When a server connection goes back to the pool.
@@ -68,6 +70,16 @@ pub enum TlsMode {
     /// `auth_type = "cert"`'s business); towards servers, the certificate must also name
     /// the database entry's `host`.
     VerifyFull,
+}
+
+impl TlsProtocols {
+    pub fn allows_tls12(self) -> bool {
+        self != TlsProtocols::Tls13
+    }
+
+    pub fn allows_tls13(self) -> bool {
+        self != TlsProtocols::Tls12
+    }
 }
 
 impl TlsMode {
@@ -209,7 +221,15 @@ pub struct PoolerConfig {
     /// PEM roots that client certificates must chain to; required by `verify-ca` and
     /// `verify-full`.
     pub client_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists checked under `verify-ca` and `verify-full`.
+    pub client_tls_crl_file: Option<PathBuf>,
     pub client_tls_protocols: TlsProtocols,
+    /// Cipher suites offered to clients: a keyword or a list. Default `default`.
+    pub client_tls_ciphers: TlsCiphers,
+    /// TLS 1.3 suites; `None` (the key empty) takes them from `client_tls_ciphers`.
+    pub client_tls13_ciphers: Option<Vec<CipherSuite>>,
+    /// Key-exchange groups for client handshakes. Default `auto`.
+    pub client_tls_ecdhcurve: TlsCurves,
 
     /// Server-side TLS (pgring to PostgreSQL over TCP), libpq's sslmode names. Default
     /// `prefer`. Unix-socket servers never use TLS.
@@ -217,11 +237,16 @@ pub struct PoolerConfig {
     /// PEM roots the server's certificate must chain to (may hold many); required by
     /// `verify-ca` and `verify-full`.
     pub server_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists checked under `verify-ca` and `verify-full`.
+    pub server_tls_crl_file: Option<PathBuf>,
     /// PEM certificate chain and private key pgring presents to PostgreSQL; optional,
     /// both or neither.
     pub server_tls_cert_file: Option<PathBuf>,
     pub server_tls_key_file: Option<PathBuf>,
     pub server_tls_protocols: TlsProtocols,
+    /// Cipher suites offered to servers, as `client_tls_ciphers`.
+    pub server_tls_ciphers: TlsCiphers,
+    pub server_tls13_ciphers: Option<Vec<CipherSuite>>,
 
     pub log_connections: bool,
     pub log_disconnections: bool,

@@ -10,9 +10,10 @@
 //! 3. the conversion into [`Config`]: defaults, path resolution, range checks that need the
 //!    value's span (kept with [`Spanned`]).
 
+use super::ciphers::{self, TlsCiphers, TlsCurves};
 use super::{
-    AuthType, Config, DatabaseConfig, PoolMode, PoolerConfig, ServerAddress, TlsMode, TlsProtocols,
-    UserConfig, DEFAULT_AUTH_QUERY,
+    AuthType, CipherSuite, Config, DatabaseConfig, PoolMode, PoolerConfig, ServerAddress, TlsMode,
+    TlsProtocols, UserConfig, DEFAULT_AUTH_QUERY,
 };
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -185,12 +186,19 @@ impl Default for PoolerConfig {
             client_tls_cert_file: None,
             client_tls_key_file: None,
             client_tls_ca_file: None,
+            client_tls_crl_file: None,
             client_tls_protocols: TlsProtocols::Secure,
+            client_tls_ciphers: TlsCiphers::default(),
+            client_tls13_ciphers: None,
+            client_tls_ecdhcurve: TlsCurves::Auto,
             server_tls_sslmode: TlsMode::Prefer,
             server_tls_ca_file: None,
+            server_tls_crl_file: None,
             server_tls_cert_file: None,
             server_tls_key_file: None,
             server_tls_protocols: TlsProtocols::Secure,
+            server_tls_ciphers: TlsCiphers::default(),
+            server_tls13_ciphers: None,
             log_connections: true,
             log_disconnections: true,
             log_pooler_errors: true,
@@ -289,13 +297,20 @@ struct RawPooler {
     client_tls_cert_file: Option<String>,
     client_tls_key_file: Option<String>,
     client_tls_ca_file: Option<String>,
+    client_tls_crl_file: Option<String>,
     client_tls_protocols: Option<Keyword<TlsProtocols>>,
+    client_tls_ciphers: Option<Spanned<String>>,
+    client_tls13_ciphers: Option<Spanned<String>>,
+    client_tls_ecdhcurve: Option<Spanned<String>>,
 
     server_tls_sslmode: Option<Spanned<Keyword<TlsMode>>>,
     server_tls_ca_file: Option<String>,
+    server_tls_crl_file: Option<String>,
     server_tls_cert_file: Option<Spanned<String>>,
     server_tls_key_file: Option<Spanned<String>>,
     server_tls_protocols: Option<Keyword<TlsProtocols>>,
+    server_tls_ciphers: Option<Spanned<String>>,
+    server_tls13_ciphers: Option<Spanned<String>>,
 
     log_connections: Option<bool>,
     log_disconnections: Option<bool>,
@@ -823,6 +838,7 @@ impl Ctx<'_> {
         p.client_tls_cert_file = r.client_tls_cert_file.and_then(|v| self.resolve(v));
         p.client_tls_key_file = r.client_tls_key_file.and_then(|v| self.resolve(v));
         p.client_tls_ca_file = r.client_tls_ca_file.and_then(|v| self.resolve(v));
+        p.client_tls_crl_file = r.client_tls_crl_file.and_then(|v| self.resolve(v));
         if let Some(v) = r.client_tls_protocols {
             p.client_tls_protocols = v.0;
         }
@@ -866,6 +882,7 @@ impl Ctx<'_> {
             ));
         }
         p.server_tls_ca_file = r.server_tls_ca_file.and_then(|v| self.resolve(v));
+        p.server_tls_crl_file = r.server_tls_crl_file.and_then(|v| self.resolve(v));
         if let Some(v) = r.server_tls_protocols {
             p.server_tls_protocols = v.0;
         }
@@ -908,6 +925,24 @@ impl Ctx<'_> {
             }
             p.server_tls_sslmode = mode;
         }
+        self.ciphers(
+            "client",
+            r.client_tls_ciphers,
+            r.client_tls13_ciphers,
+            p.client_tls_protocols,
+            (&mut p.client_tls_ciphers, &mut p.client_tls13_ciphers),
+        )?;
+        self.ciphers(
+            "server",
+            r.server_tls_ciphers,
+            r.server_tls13_ciphers,
+            p.server_tls_protocols,
+            (&mut p.server_tls_ciphers, &mut p.server_tls13_ciphers),
+        )?;
+        if let Some(v) = r.client_tls_ecdhcurve {
+            p.client_tls_ecdhcurve = TlsCurves::parse(v.get_ref())
+                .map_err(|m| self.invalid(v.span(), "pooler.client_tls_ecdhcurve", m))?;
+        }
         if let Some(v) = r.default_pool_size {
             if *v.get_ref() == 0 {
                 return Err(self.invalid(
@@ -948,6 +983,44 @@ impl Ctx<'_> {
             p.verbose = v.into_inner();
         }
         Ok(p)
+    }
+
+    /// `<side>_tls_ciphers` and `<side>_tls13_ciphers`, checked against the protocol
+    /// versions: a combination that leaves no suite for any allowed version is an error.
+    fn ciphers(
+        &self,
+        side: &str,
+        raw: Option<Spanned<String>>,
+        raw13: Option<Spanned<String>>,
+        protocols: TlsProtocols,
+        (out, out13): (&mut TlsCiphers, &mut Option<Vec<CipherSuite>>),
+    ) -> Result<(), ConfigError> {
+        let key = format!("pooler.{side}_tls_ciphers");
+        let key13 = format!("pooler.{side}_tls13_ciphers");
+        if let Some(v) = &raw {
+            *out = TlsCiphers::parse(v.get_ref()).map_err(|m| self.invalid(v.span(), &key, m))?;
+        }
+        if let Some(v) = &raw13 {
+            *out13 = ciphers::parse_tls13_ciphers(v.get_ref())
+                .map_err(|m| self.invalid(v.span(), &key13, m))?;
+        }
+        let effective = out.effective(out13.as_deref());
+        let has12 = effective.iter().any(|s| !s.is_tls13());
+        let has13 = effective.iter().any(|s| s.is_tls13());
+        let usable = (protocols.allows_tls12() && has12) || (protocols.allows_tls13() && has13);
+        if !usable {
+            let span = raw.as_ref().or(raw13.as_ref()).map_or(0..0, |v| v.span());
+            return Err(self.invalid(
+                span,
+                &key,
+                format!(
+                    "leaves no cipher suite for the TLS versions {side}_tls_protocols = {:?} \
+                     allows",
+                    protocols.name()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn database(
@@ -1133,12 +1206,29 @@ pub(super) fn render(config: &Config) -> String {
     kv("client_tls_cert_file", toml_path(&p.client_tls_cert_file));
     kv("client_tls_key_file", toml_path(&p.client_tls_key_file));
     kv("client_tls_ca_file", toml_path(&p.client_tls_ca_file));
+    kv("client_tls_crl_file", toml_path(&p.client_tls_crl_file));
     kv("client_tls_protocols", s(p.client_tls_protocols.name()));
+    kv("client_tls_ciphers", s(&p.client_tls_ciphers.render()));
+    kv(
+        "client_tls13_ciphers",
+        s(&p.client_tls13_ciphers
+            .as_deref()
+            .map_or(String::new(), ciphers::join)),
+    );
+    kv("client_tls_ecdhcurve", s(&p.client_tls_ecdhcurve.render()));
     kv("server_tls_sslmode", s(p.server_tls_sslmode.name()));
     kv("server_tls_ca_file", toml_path(&p.server_tls_ca_file));
+    kv("server_tls_crl_file", toml_path(&p.server_tls_crl_file));
     kv("server_tls_cert_file", toml_path(&p.server_tls_cert_file));
     kv("server_tls_key_file", toml_path(&p.server_tls_key_file));
     kv("server_tls_protocols", s(p.server_tls_protocols.name()));
+    kv("server_tls_ciphers", s(&p.server_tls_ciphers.render()));
+    kv(
+        "server_tls13_ciphers",
+        s(&p.server_tls13_ciphers
+            .as_deref()
+            .map_or(String::new(), ciphers::join)),
+    );
     kv("log_connections", p.log_connections.to_string());
     kv("log_disconnections", p.log_disconnections.to_string());
     kv("log_pooler_errors", p.log_pooler_errors.to_string());

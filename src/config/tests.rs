@@ -1,6 +1,7 @@
 //! Unit tests of the config parser (compiled as `config::raw::tests`).
 
 use super::*;
+use crate::config::{CipherKeyword, KxGroup};
 
 fn parse_at(text: &str, path: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new(path))
@@ -131,6 +132,7 @@ client_tls_sslmode = "verify-full"
 client_tls_cert_file = "server.pem"
 client_tls_key_file = "/keys/server.key"
 client_tls_ca_file = "ca.pem"
+client_tls_crl_file = "crl.pem"
 client_tls_protocols = "tlsv1.3"
 "#);
     let p = &c.pooler;
@@ -146,6 +148,10 @@ client_tls_protocols = "tlsv1.3"
     assert_eq!(
         p.client_tls_ca_file.as_deref(),
         Some(Path::new("/etc/pgring/ca.pem"))
+    );
+    assert_eq!(
+        p.client_tls_crl_file.as_deref(),
+        Some(Path::new("/etc/pgring/crl.pem"))
     );
     assert_eq!(p.client_tls_protocols, TlsProtocols::Tls13);
     let again = Config::parse(&c.to_toml(), &c.path).unwrap();
@@ -174,6 +180,98 @@ fn client_tls_needs_its_files() {
 }
 
 #[test]
+fn tls_cipher_and_curve_keys() {
+    let c = ok(r#"
+[pooler]
+client_tls_protocols = "tlsv1.2"
+client_tls_ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384:TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
+client_tls13_ciphers = "TLS_CHACHA20_POLY1305_SHA256"
+client_tls_ecdhcurve = "P-384:x25519"
+server_tls_ciphers = "fast"
+server_tls13_ciphers = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
+"#);
+    let p = &c.pooler;
+    assert_eq!(
+        p.client_tls_ciphers,
+        TlsCiphers::List(vec![
+            CipherSuite::EcdheEcdsaAes256GcmSha384,
+            CipherSuite::EcdheRsaChacha20Poly1305
+        ])
+    );
+    assert_eq!(
+        p.client_tls13_ciphers,
+        Some(vec![CipherSuite::Tls13Chacha20Poly1305Sha256])
+    );
+    assert_eq!(
+        p.client_tls_ecdhcurve,
+        TlsCurves::List(vec![KxGroup::Secp384r1, KxGroup::X25519])
+    );
+    assert_eq!(
+        p.server_tls_ciphers,
+        TlsCiphers::Keyword(CipherKeyword::Fast)
+    );
+    let rendered = c.to_toml();
+    assert!(
+        rendered.contains(
+            "client_tls_ciphers = \"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305\""
+        ),
+        "{rendered}"
+    );
+    assert!(rendered.contains("client_tls_ecdhcurve = \"secp384r1:x25519\""));
+    assert_eq!(Config::parse(&rendered, &c.path).unwrap(), c);
+    // The defaults.
+    let d = ok("");
+    assert_eq!(d.pooler.client_tls_ciphers, TlsCiphers::default());
+    assert_eq!(d.pooler.client_tls13_ciphers, None);
+    assert_eq!(d.pooler.client_tls_ecdhcurve, TlsCurves::Auto);
+}
+
+#[test]
+fn bad_cipher_and_curve_names_name_key_value_and_line() {
+    let e = err("[pooler]\n\nclient_tls_ciphers = \"ECDHE-RSA-AES128-GCM-SHA256:NOPE-CIPHER\"\n");
+    assert!(
+        e.starts_with(
+            "pgring.toml:3: pooler.client_tls_ciphers: unknown cipher suite \"NOPE-CIPHER\""
+        ),
+        "{e}"
+    );
+    let e = err("[pooler]\nserver_tls_ciphers = \"AES128-SHA\"\n");
+    assert!(
+        e.starts_with("pgring.toml:2: pooler.server_tls_ciphers: cipher suite \"AES128-SHA\" is not implemented by rustls"),
+        "{e}"
+    );
+    let e = err("[pooler]\nclient_tls_ciphers = \"HIGH:MEDIUM:+3DES:!aNULL\"\n");
+    assert!(e.contains("OpenSSL cipher-string expression"), "{e}");
+    let e = err("[pooler]\nclient_tls13_ciphers = \"ECDHE-RSA-AES128-GCM-SHA256\"\n");
+    assert!(
+        e.starts_with("pgring.toml:2: pooler.client_tls13_ciphers: ")
+            && e.contains("TLS 1.2 suite"),
+        "{e}"
+    );
+    let e = err("[pooler]\nclient_tls13_ciphers = \"TLS_AES_128_CCM_8_SHA256\"\n");
+    assert!(e.contains("not implemented by rustls"), "{e}");
+    let e = err("[pooler]\nclient_tls_ecdhcurve = \"secp521r1\"\n");
+    assert!(
+        e.starts_with("pgring.toml:2: pooler.client_tls_ecdhcurve: curve \"secp521r1\" is not implemented by rustls"),
+        "{e}"
+    );
+    let e = err("[pooler]\nclient_tls_ecdhcurve = \"curve9\"\n");
+    assert!(e.contains("unknown curve \"curve9\""), "{e}");
+    // Only TLS 1.3 names while only TLS 1.2 is allowed: nothing left to negotiate.
+    let e = err(
+        "[pooler]\nclient_tls_protocols = \"tlsv1.2\"\nclient_tls_ciphers = \"TLS_AES_128_GCM_SHA256\"\n",
+    );
+    assert!(
+        e.starts_with("pgring.toml:3: pooler.client_tls_ciphers: leaves no cipher suite"),
+        "{e}"
+    );
+    // The same suites with both versions allowed are fine (TLS 1.2 clients will fail).
+    ok("[pooler]\nclient_tls_ciphers = \"TLS_AES_128_GCM_SHA256\"\n");
+    let e = err_kind("[pooler]\nclient_tls_ciphers = 5\n");
+    assert_eq!(e.key(), Some("pooler.client_tls_ciphers"));
+}
+
+#[test]
 fn server_tls_keys() {
     let c = ok("[pooler]\n");
     assert_eq!(c.pooler.server_tls_sslmode, TlsMode::Prefer);
@@ -181,6 +279,7 @@ fn server_tls_keys() {
 [pooler]
 server_tls_sslmode = "verify-full"
 server_tls_ca_file = "bundle.pem"
+server_tls_crl_file = "/crls/servers.pem"
 server_tls_cert_file = "pgring.pem"
 server_tls_key_file = "/keys/pgring.key"
 server_tls_protocols = "tlsv1.2"
@@ -190,6 +289,10 @@ server_tls_protocols = "tlsv1.2"
     assert_eq!(
         p.server_tls_ca_file.as_deref(),
         Some(Path::new("/etc/pgring/bundle.pem"))
+    );
+    assert_eq!(
+        p.server_tls_crl_file.as_deref(),
+        Some(Path::new("/crls/servers.pem"))
     );
     assert_eq!(
         p.server_tls_cert_file.as_deref(),
