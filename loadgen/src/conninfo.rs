@@ -1,9 +1,58 @@
 //! The connection target: a libpq-style conninfo string
 //! (`host=127.0.0.1 port=6432 user=app password='s e c' dbname=app`) or a
 //! `postgres://user:pass@host:port/db` URL, with PGHOST, PGPORT, PGUSER,
-//! PGPASSWORD and PGDATABASE as defaults.
+//! PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY and
+//! PGCHANNELBINDING as defaults.
+
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
+use pgring::config::TlsMode;
+
+/// libpq's `channel_binding`: whether SCRAM binds the login to the TLS channel
+/// (`SCRAM-SHA-256-PLUS` with `tls-server-end-point`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// Never (gs2 flag `n`).
+    Disable,
+    /// When the connection is encrypted and the server offers SCRAM-SHA-256-PLUS (the default).
+    Prefer,
+    /// Always: a login without it (no TLS, another auth method, no PLUS offered) fails.
+    Require,
+}
+
+impl ChannelBinding {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+}
+
+fn parse_sslmode(value: &str) -> Result<TlsMode> {
+    Ok(match value {
+        "disable" => TlsMode::Disable,
+        "allow" => TlsMode::Allow,
+        "prefer" => TlsMode::Prefer,
+        "require" => TlsMode::Require,
+        "verify-ca" => TlsMode::VerifyCa,
+        "verify-full" => TlsMode::VerifyFull,
+        other => bail!(
+            "invalid sslmode {other:?} (disable, allow, prefer, require, verify-ca or verify-full)"
+        ),
+    })
+}
+
+fn parse_channel_binding(value: &str) -> Result<ChannelBinding> {
+    Ok(match value {
+        "disable" => ChannelBinding::Disable,
+        "prefer" => ChannelBinding::Prefer,
+        "require" => ChannelBinding::Require,
+        other => bail!("invalid channel_binding {other:?} (disable, prefer or require)"),
+    })
+}
 
 /// Where and as whom loadgen connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +63,15 @@ pub struct Target {
     pub password: Option<String>,
     pub dbname: String,
     pub application_name: String,
+    /// libpq's sslmode; default `prefer`.
+    pub sslmode: TlsMode,
+    /// CA certificates for `verify-ca`/`verify-full` (and `require`, which then verifies
+    /// the chain as libpq does); `None`: libpq's default `~/.postgresql/root.crt`.
+    pub sslrootcert: Option<PathBuf>,
+    /// Client certificate and key; `None`: `~/.postgresql/postgresql.{crt,key}` when present.
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+    pub channel_binding: ChannelBinding,
 }
 
 /// Values given explicitly in the target string; the rest come from the environment.
@@ -25,6 +83,11 @@ struct Given {
     password: Option<String>,
     dbname: Option<String>,
     application_name: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
+    channel_binding: Option<String>,
 }
 
 impl Given {
@@ -36,12 +99,17 @@ impl Given {
             "password" => self.password = Some(value),
             "dbname" => self.dbname = Some(value),
             "application_name" => self.application_name = Some(value),
-            "sslmode" => match value.as_str() {
-                "disable" | "allow" | "prefer" => {}
-                other => {
-                    bail!("sslmode={other} is not supported yet (loadgen speaks plaintext only)")
-                }
-            },
+            "sslmode" => {
+                parse_sslmode(&value)?;
+                self.sslmode = Some(value);
+            }
+            "sslrootcert" => self.sslrootcert = Some(value),
+            "sslcert" => self.sslcert = Some(value),
+            "sslkey" => self.sslkey = Some(value),
+            "channel_binding" => {
+                parse_channel_binding(&value)?;
+                self.channel_binding = Some(value);
+            }
             // Accepted and ignored.
             "connect_timeout" | "client_encoding" | "options" => {}
             other => bail!("unknown connection option {other:?}"),
@@ -87,6 +155,26 @@ pub fn parse_with_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<T
     let application_name = given
         .application_name
         .unwrap_or_else(|| "loadgen".to_string());
+    let sslmode = match nonempty(given.sslmode).or_else(|| nonempty(env("PGSSLMODE"))) {
+        Some(m) => parse_sslmode(&m).context("PGSSLMODE")?,
+        None => TlsMode::Prefer,
+    };
+    let channel_binding =
+        match nonempty(given.channel_binding).or_else(|| nonempty(env("PGCHANNELBINDING"))) {
+            Some(c) => parse_channel_binding(&c).context("PGCHANNELBINDING")?,
+            None => ChannelBinding::Prefer,
+        };
+    let path = |v: Option<String>, var: &str| {
+        nonempty(v)
+            .or_else(|| nonempty(env(var)))
+            .map(PathBuf::from)
+    };
+    let sslrootcert = path(given.sslrootcert, "PGSSLROOTCERT");
+    let sslcert = path(given.sslcert, "PGSSLCERT");
+    let sslkey = path(given.sslkey, "PGSSLKEY");
+    if sslmode == TlsMode::Disable && channel_binding == ChannelBinding::Require {
+        bail!("channel_binding=require needs TLS, and sslmode=disable turns it off");
+    }
     Ok(Target {
         host,
         port,
@@ -94,6 +182,11 @@ pub fn parse_with_env(s: &str, env: impl Fn(&str) -> Option<String>) -> Result<T
         password,
         dbname,
         application_name,
+        sslmode,
+        sslrootcert,
+        sslcert,
+        sslkey,
+        channel_binding,
     })
 }
 
@@ -273,7 +366,9 @@ mod tests {
         assert!(parse_with_env("password='abc", no_env).is_err());
         assert!(parse_with_env("bogus=1", no_env).is_err());
         assert!(parse_with_env("port=notanumber", no_env).is_err());
-        assert!(parse_with_env("sslmode=require", no_env).is_err());
+        assert!(parse_with_env("sslmode=required", no_env).is_err());
+        assert!(parse_with_env("channel_binding=maybe", no_env).is_err());
+        assert!(parse_with_env("sslmode=disable channel_binding=require", no_env).is_err());
         assert!(parse_with_env("host=/var/run/postgresql", no_env).is_err());
     }
 
@@ -329,5 +424,52 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 5432));
         assert_eq!(t.dbname, "bob");
         assert_eq!(t.password, None);
+        assert_eq!(t.sslmode, TlsMode::Prefer);
+        assert_eq!(t.channel_binding, ChannelBinding::Prefer);
+        assert_eq!((t.sslrootcert, t.sslcert, t.sslkey), (None, None, None));
+    }
+
+    #[test]
+    fn tls_options() {
+        let t = parse_with_env(
+            "sslmode=verify-full sslrootcert=/ca.pem sslcert='/c c.pem' sslkey=/k.pem channel_binding=require",
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(t.sslmode, TlsMode::VerifyFull);
+        assert_eq!(t.sslrootcert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(t.sslcert, Some(PathBuf::from("/c c.pem")));
+        assert_eq!(t.sslkey, Some(PathBuf::from("/k.pem")));
+        assert_eq!(t.channel_binding, ChannelBinding::Require);
+        for (mode, expected) in [
+            ("disable", TlsMode::Disable),
+            ("allow", TlsMode::Allow),
+            ("prefer", TlsMode::Prefer),
+            ("require", TlsMode::Require),
+            ("verify-ca", TlsMode::VerifyCa),
+        ] {
+            let t = parse_with_env(&format!("postgres://u@h/d?sslmode={mode}"), no_env).unwrap();
+            assert_eq!(t.sslmode, expected, "{mode}");
+        }
+        let env = |name: &str| match name {
+            "PGSSLMODE" => Some("require".to_string()),
+            "PGSSLROOTCERT" => Some("/env/ca.pem".to_string()),
+            "PGSSLCERT" => Some("/env/c.pem".to_string()),
+            "PGSSLKEY" => Some("/env/k.pem".to_string()),
+            "PGCHANNELBINDING" => Some("disable".to_string()),
+            _ => None,
+        };
+        let t = parse_with_env("", env).unwrap();
+        assert_eq!(t.sslmode, TlsMode::Require);
+        assert_eq!(t.sslrootcert, Some(PathBuf::from("/env/ca.pem")));
+        assert_eq!(t.sslcert, Some(PathBuf::from("/env/c.pem")));
+        assert_eq!(t.sslkey, Some(PathBuf::from("/env/k.pem")));
+        assert_eq!(t.channel_binding, ChannelBinding::Disable);
+        // The target wins over the environment.
+        let t = parse_with_env("sslmode=disable sslrootcert=/mine.pem", env).unwrap();
+        assert_eq!(t.sslmode, TlsMode::Disable);
+        assert_eq!(t.sslrootcert, Some(PathBuf::from("/mine.pem")));
+        let bad = |name: &str| (name == "PGSSLMODE").then(|| "sometimes".to_string());
+        assert!(parse_with_env("", bad).is_err());
     }
 }

@@ -1,30 +1,38 @@
 //! A minimal PostgreSQL client connection on glommio, built on pgring's sans-IO protocol
-//! module: connect (with TCP_NODELAY), log in (trust, cleartext, md5, SCRAM-SHA-256) and
-//! run simple-protocol queries.
+//! module: connect (with TCP_NODELAY, optionally from a given source address), TLS after
+//! an SSLRequest, log in (trust, cleartext, md5, SCRAM-SHA-256 with or without channel
+//! binding) and run queries over the simple or the extended protocol.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use hmac::{Hmac, Mac};
 use pgring::auth::md5::{md5_response, md5_secret};
-use pgring::auth::scram::{random_nonce, ScramClient, ScramCredential, SCRAM_SHA_256};
-use pgring::net::{configure_stream, Keepalive};
+use pgring::auth::scram::{
+    random_nonce, ClientChannelBinding, ScramClient, ScramCredential, SCRAM_SHA_256,
+    SCRAM_SHA_256_PLUS,
+};
+use pgring::net::{configure_stream, Keepalive, Stream};
 use pgring::protocol::backend::{self, Authentication, ErrorFields};
 use pgring::protocol::framing::{split_message, HEADER_LEN};
 use pgring::protocol::{frontend, tag};
+use rustls::pki_types::ServerName;
 use sha2::Sha256;
+use socket2::{Domain, Socket, Type};
 
-use crate::conninfo::Target;
+use crate::conninfo::{ChannelBinding, Target};
 
 /// Largest backend message loadgen accepts whole (DataRows included).
 const MAX_MESSAGE_LEN: usize = 256 << 20;
@@ -68,7 +76,65 @@ pub struct LoginInfo {
     pub method: AuthMethod,
     /// SCRAM used ClientKey/ServerKey from the cache instead of running PBKDF2.
     pub scram_keys_cached: bool,
+    /// SCRAM-SHA-256-PLUS with tls-server-end-point was used.
+    pub channel_binding: bool,
 }
+
+/// How statements are sent (`tx --protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryProtocol {
+    /// One `Query` message per statement.
+    Simple,
+    /// Unnamed `Parse`, `Bind`, `Execute`, `Sync` per statement.
+    Extended,
+    /// A named statement per script statement, parsed once per connection; then `Bind`,
+    /// `Execute`, `Sync`.
+    Prepared,
+}
+
+impl QueryProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryProtocol::Simple => "simple",
+            QueryProtocol::Extended => "extended",
+            QueryProtocol::Prepared => "prepared",
+        }
+    }
+}
+
+/// The TLS session of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsInfo {
+    /// The handshake resumed an earlier session.
+    pub resumed: bool,
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: &'static str,
+}
+
+/// The server's answer to an SSLRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAnswer {
+    /// 'S' and a completed handshake.
+    Encrypted,
+    /// 'N': the connection goes on in plaintext.
+    Refused,
+}
+
+/// A failed TLS handshake (not a refusal); `verification` is why the certificate was
+/// refused, when that was the cause.
+#[derive(Debug)]
+pub struct TlsFailed {
+    pub message: String,
+    pub verification: bool,
+}
+
+impl fmt::Display for TlsFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TlsFailed {}
 
 /// `(salt, iterations)` of a SCRAM verifier.
 type SaltAndIterations = (Vec<u8>, u32);
@@ -129,22 +195,159 @@ fn salt_and_iterations(server_first: &[u8]) -> Result<(Vec<u8>, u32)> {
 
 /// One connection to the server.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: Vec<u8>,
     /// Start of the unread bytes in `rbuf`.
     pos: usize,
     /// Body of the last message returned by [`Conn::recv`].
     body: (usize, usize),
     out: BytesMut,
+    /// The TLS session, when encrypted.
+    pub tls: Option<TlsInfo>,
+    /// `tls-server-end-point` data for channel binding, when encrypted.
+    end_point: Option<Vec<u8>>,
+    /// Per script statement: its named statement exists on this connection.
+    prepared: Vec<bool>,
 }
 
+/// Waits until a connecting non-blocking socket is writable, without blocking the
+/// executor (glommio has no readiness API for a foreign fd, so this polls every 200 µs).
+async fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout: the call returns at once.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else if n > 0 {
+            return match socket.take_error()? {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection timed out",
+            ));
+        }
+        glommio::timer::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// TCP connect from `source` (any port): socket2 binds, connects without blocking, and the
+/// connected socket becomes a glommio stream (glommio's own connect cannot bind first).
+async fn connect_from(
+    addr: SocketAddr,
+    source: IpAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if source.is_ipv4() {
+        let one: libc::c_int = 1;
+        // SAFETY: a valid fd and a c_int option value of the right size. Lets the kernel
+        // pick the port at connect time per destination, so many sockets can share one
+        // source address; failure only costs that optimisation.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            wait_connected(&socket, deadline).await?
+        }
+        Err(e) => return Err(e),
+    }
+    // SAFETY: the fd comes from the socket just created and connected; ownership moves to
+    // the glommio stream.
+    Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
+}
+
+fn protocol_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    }
+}
+
+/// Parse: statement name, query, no parameter types.
+fn parse_message(out: &mut BytesMut, name: &str, sql: &str) {
+    out.put_u8(tag::PARSE);
+    out.put_i32((4 + name.len() + 1 + sql.len() + 1 + 2) as i32);
+    put_cstr(out, name);
+    put_cstr(out, sql);
+    out.put_i16(0);
+}
+
+/// Bind the unnamed portal to `statement`: no parameters, default result formats.
+fn bind_message(out: &mut BytesMut, statement: &str) {
+    out.put_u8(tag::BIND);
+    out.put_i32((4 + 1 + statement.len() + 1 + 2 + 2 + 2) as i32);
+    out.put_u8(0);
+    put_cstr(out, statement);
+    out.put_i16(0);
+    out.put_i16(0);
+    out.put_i16(0);
+}
+
+/// Execute the unnamed portal, all rows; then Sync.
+fn execute_sync(out: &mut BytesMut) {
+    out.put_u8(tag::EXECUTE);
+    out.put_i32(4 + 1 + 4);
+    out.put_u8(0);
+    out.put_i32(0);
+    out.put_u8(tag::SYNC);
+    out.put_i32(4);
+}
+
+fn put_cstr(out: &mut BytesMut, s: &str) {
+    out.put_slice(s.as_bytes());
+    out.put_u8(0);
+}
+
+/// The name of script statement `i`'s prepared statement.
+fn statement_name(i: usize) -> String {
+    format!("loadgen_{i}")
+}
+
+const PARSE_COMPLETE: u8 = b'1';
+
 impl Conn {
-    /// TCP connect with TCP_NODELAY set (pgring's `net::configure_stream`).
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn> {
-        let stream = TcpStream::connect_timeout(addr, timeout)
-            .await
-            .map_err(io::Error::from)
-            .map_err(|e| anyhow!("connect to {addr}: {e}"))?;
+    /// TCP connect (from `source` when given) with TCP_NODELAY set (pgring's
+    /// `net::configure_stream`).
+    pub async fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Conn> {
+        let stream = match source {
+            None => TcpStream::connect_timeout(addr, timeout)
+                .await
+                .map_err(io::Error::from),
+            Some(src) => connect_from(addr, src, timeout).await,
+        }
+        .map_err(|e| match source {
+            Some(src) => anyhow!("connect to {addr} from {src}: {e}"),
+            None => anyhow!("connect to {addr}: {e}"),
+        })?;
         configure_stream(
             &stream,
             Keepalive {
@@ -155,16 +358,70 @@ impl Conn {
             },
         )?;
         Ok(Conn {
-            stream,
+            stream: Stream::Tcp(stream),
             rbuf: Vec::with_capacity(READ_CHUNK),
             pos: 0,
             body: (0, 0),
             out: BytesMut::with_capacity(1024),
+            tls: None,
+            end_point: None,
+            prepared: Vec::new(),
         })
     }
 
+    /// SSLRequest; on 'S' the TLS handshake with `host` as the server name. A failed
+    /// handshake is a [`TlsFailed`] error and leaves the connection unusable.
+    pub async fn start_tls(
+        &mut self,
+        host: &str,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> Result<TlsAnswer> {
+        frontend::ssl_request(&mut self.out);
+        self.flush().await?;
+        // Exactly one byte: what follows 'S' is TLS, never to be read as plaintext.
+        let mut answer = [0u8; 1];
+        if self.stream.read(&mut answer).await? == 0 {
+            bail!("the server closed the connection after SSLRequest");
+        }
+        match answer[0] {
+            b'S' => {}
+            b'N' => return Ok(TlsAnswer::Refused),
+            b'E' => bail!("the server answered SSLRequest with an error (a pre-7.0 server?)"),
+            other => bail!("unexpected answer {:?} to SSLRequest", char::from(other)),
+        }
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| anyhow!("host {host:?} is not a valid TLS server name: {e}"))?;
+        let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Detached) else {
+            bail!("TLS requested twice on one connection");
+        };
+        let tls = futures_rustls::TlsConnector::from(config.clone())
+            .connect(name, Stream::Tcp(tcp))
+            .await
+            .map_err(|e| match crate::tls::verification_failure(&e) {
+                Some(why) => TlsFailed {
+                    message: format!("server certificate refused: {why}"),
+                    verification: true,
+                },
+                None => TlsFailed {
+                    message: format!("TLS handshake failed: {e}"),
+                    verification: false,
+                },
+            })?;
+        let session = tls.get_ref().1;
+        self.tls = Some(TlsInfo {
+            resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            version: protocol_name(session.protocol_version()),
+        });
+        self.end_point = session
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map(|cert| crate::tls::server_end_point(cert.as_ref()));
+        self.stream = Stream::ServerTls(Box::new(tls));
+        Ok(TlsAnswer::Encrypted)
+    }
+
     async fn flush(&mut self) -> Result<()> {
-        self.stream.write_all(&self.out).await?;
+        self.stream.write_all_flushed(&self.out).await?;
         self.out.clear();
         Ok(())
     }
@@ -209,6 +466,10 @@ impl Conn {
     }
 
     /// Startup, authentication, and everything up to the first ReadyForQuery.
+    ///
+    /// Channel binding follows `target.channel_binding` as libpq does: over TLS, SCRAM
+    /// selects SCRAM-SHA-256-PLUS when the server offers it (gs2 flag `y` when it does
+    /// not); `require` fails a login that ends without it.
     pub async fn login(
         &mut self,
         target: &Target,
@@ -232,15 +493,30 @@ impl Conn {
         let mut info = LoginInfo {
             method: AuthMethod::Trust,
             scram_keys_cached: false,
+            channel_binding: false,
         };
-        let mut scram_nonce: Option<String> = None;
+        let mut scram: Option<(String, ClientChannelBinding)> = None;
         let mut scram_final = None;
+        let cb_wanted = target.channel_binding != ChannelBinding::Disable;
+        let cb_required = target.channel_binding == ChannelBinding::Require;
         loop {
             match self.recv().await? {
                 tag::AUTHENTICATION => {
                     let auth = backend::parse_authentication(self.body())?;
+                    if cb_required
+                        && matches!(
+                            auth,
+                            Authentication::CleartextPassword | Authentication::Md5Password { .. }
+                        )
+                    {
+                        bail!("channel_binding=require, but the server asked for a password without SCRAM");
+                    }
                     match auth {
-                        Authentication::Ok => {}
+                        Authentication::Ok => {
+                            if cb_required && !info.channel_binding {
+                                bail!("channel_binding=require, but the server authenticated the client without channel binding");
+                            }
+                        }
                         Authentication::CleartextPassword => {
                             info.method = AuthMethod::Cleartext;
                             frontend::password_message(&mut self.out, password()?.as_bytes());
@@ -255,22 +531,48 @@ impl Conn {
                         }
                         Authentication::Sasl { mechanisms } => {
                             info.method = AuthMethod::ScramSha256;
-                            if !mechanisms.contains(&SCRAM_SHA_256) {
+                            let cbind = match (&self.end_point, cb_wanted) {
+                                (Some(data), true) if mechanisms.contains(&SCRAM_SHA_256_PLUS) => {
+                                    ClientChannelBinding::TlsServerEndPoint(data.clone())
+                                }
+                                _ if cb_required => bail!(
+                                    "channel_binding=require, but {}",
+                                    if self.end_point.is_none() {
+                                        "the connection is not encrypted"
+                                    } else {
+                                        "the server does not offer SCRAM-SHA-256-PLUS"
+                                    }
+                                ),
+                                (Some(_), true) => ClientChannelBinding::SupportedNotOffered,
+                                _ => ClientChannelBinding::Unsupported,
+                            };
+                            if cbind.mechanism() == SCRAM_SHA_256
+                                && !mechanisms.contains(&SCRAM_SHA_256)
+                            {
                                 bail!("server offers SASL mechanisms {mechanisms:?}, not SCRAM-SHA-256");
                             }
+                            info.channel_binding = cbind.mechanism() == SCRAM_SHA_256_PLUS;
                             password()?;
                             let nonce = random_nonce();
-                            // The client-first-message depends only on the nonce; the
-                            // credential is chosen once the salt is known (below).
-                            let (_, first) =
-                                ScramClient::new(ScramCredential::Password(String::new()), &nonce)?;
-                            frontend::sasl_initial_response(&mut self.out, SCRAM_SHA_256, &first);
+                            // The client-first-message depends only on the nonce and the
+                            // channel binding; the credential is chosen once the salt is
+                            // known (below).
+                            let (_, first) = ScramClient::with_channel_binding(
+                                ScramCredential::Password(String::new()),
+                                &nonce,
+                                cbind.clone(),
+                            )?;
+                            frontend::sasl_initial_response(
+                                &mut self.out,
+                                cbind.mechanism(),
+                                &first,
+                            );
                             self.flush().await?;
-                            scram_nonce = Some(nonce);
+                            scram = Some((nonce, cbind));
                         }
                         Authentication::SaslContinue { data } => {
-                            let nonce = scram_nonce
-                                .as_deref()
+                            let (nonce, cbind) = scram
+                                .clone()
                                 .ok_or_else(|| anyhow!("unexpected AuthenticationSASLContinue"))?;
                             let server_first = data.to_vec();
                             let credential = {
@@ -296,7 +598,8 @@ impl Conn {
                                     ScramCredential::Password(password()?.to_string())
                                 }
                             };
-                            let (client, _) = ScramClient::new(credential, nonce)?;
+                            let (client, _) =
+                                ScramClient::with_channel_binding(credential, &nonce, cbind)?;
                             let (fin, client_final) = client.handle_server_first(&server_first)?;
                             frontend::sasl_response(&mut self.out, &client_final);
                             self.flush().await?;
@@ -324,17 +627,42 @@ impl Conn {
         }
     }
 
-    /// Sends each statement as one simple Query and waits for its ReadyForQuery.
+    /// Runs each statement in turn and waits for its ReadyForQuery.
     /// `Ok(Some(e))`: the server answered with an ErrorResponse (the connection is still
     /// usable); `Err`: I/O or protocol failure.
-    pub async fn run_script(&mut self, statements: &[String]) -> Result<Option<ServerError>> {
+    pub async fn run_script(
+        &mut self,
+        statements: &[String],
+        protocol: QueryProtocol,
+    ) -> Result<Option<ServerError>> {
         let mut first_error = None;
-        for sql in statements {
-            frontend::query(&mut self.out, sql);
+        if self.prepared.len() != statements.len() {
+            self.prepared = vec![false; statements.len()];
+        }
+        for (i, sql) in statements.iter().enumerate() {
+            match protocol {
+                QueryProtocol::Simple => frontend::query(&mut self.out, sql),
+                QueryProtocol::Extended => {
+                    parse_message(&mut self.out, "", sql);
+                    bind_message(&mut self.out, "");
+                    execute_sync(&mut self.out);
+                }
+                QueryProtocol::Prepared => {
+                    let name = statement_name(i);
+                    if !self.prepared[i] {
+                        parse_message(&mut self.out, &name, sql);
+                    }
+                    bind_message(&mut self.out, &name);
+                    execute_sync(&mut self.out);
+                }
+            }
             self.flush().await?;
             loop {
                 match self.recv().await? {
                     tag::READY_FOR_QUERY => break,
+                    PARSE_COMPLETE if protocol == QueryProtocol::Prepared => {
+                        self.prepared[i] = true;
+                    }
                     tag::ERROR_RESPONSE if first_error.is_none() => {
                         first_error = Some(self.server_error());
                     }
@@ -343,6 +671,29 @@ impl Conn {
             }
         }
         Ok(first_error)
+    }
+
+    /// Holds an idle connection until `until`: Ok when nothing happened, Err with why the
+    /// connection ended otherwise (an ErrorResponse such as an idle timeout's FATAL, EOF).
+    pub async fn hold(&mut self, until: Instant) -> Result<()> {
+        loop {
+            let wait = until.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return Ok(());
+            }
+            let got = futures_lite::future::or(async { Some(self.recv().await) }, async {
+                glommio::timer::sleep(wait).await;
+                None
+            })
+            .await;
+            match got {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e.context("connection lost while idle")),
+                Some(Ok(tag::ERROR_RESPONSE)) => return Err(self.server_error().into()),
+                // ParameterStatus, NoticeResponse: still there.
+                Some(Ok(_)) => {}
+            }
+        }
     }
 
     /// Terminate and close.

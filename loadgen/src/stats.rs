@@ -27,10 +27,24 @@ pub struct Stats {
     pub total: Histogram<u64>,
     /// Handshake only: TCP connect.
     pub tcp: Histogram<u64>,
+    /// Handshake only: SSLRequest sent → TLS handshake done (or 'N' received).
+    pub tls: Histogram<u64>,
     /// Handshake only: StartupMessage sent → ReadyForQuery.
     pub auth: Histogram<u64>,
     pub scram_keys_cached: bool,
     pub auth_method: Option<&'static str>,
+    /// Logins over TLS, and how many of their handshakes resumed a session.
+    pub tls_logins: u64,
+    pub tls_resumed: u64,
+    pub tls_version: Option<&'static str>,
+    /// Logins that used SCRAM-SHA-256-PLUS.
+    pub channel_bindings: u64,
+    /// Idle only: connections held now (decremented when one is lost), and open attempts
+    /// finished (successful or not).
+    pub connected: u64,
+    pub opens_done: u64,
+    /// tx --rate only: slots before the deadline that were never started.
+    pub missed: u64,
 }
 
 impl Default for Stats {
@@ -40,9 +54,17 @@ impl Default for Stats {
             errors: 0,
             total: new_histogram(),
             tcp: new_histogram(),
+            tls: new_histogram(),
             auth: new_histogram(),
             scram_keys_cached: false,
             auth_method: None,
+            tls_logins: 0,
+            tls_resumed: 0,
+            tls_version: None,
+            channel_bindings: 0,
+            connected: 0,
+            opens_done: 0,
+            missed: 0,
         }
     }
 }
@@ -53,9 +75,26 @@ impl Stats {
         self.errors += other.errors;
         self.total.add(&other.total).expect("same bounds");
         self.tcp.add(&other.tcp).expect("same bounds");
+        self.tls.add(&other.tls).expect("same bounds");
         self.auth.add(&other.auth).expect("same bounds");
         self.scram_keys_cached |= other.scram_keys_cached;
         self.auth_method = self.auth_method.or(other.auth_method);
+        self.tls_logins += other.tls_logins;
+        self.tls_resumed += other.tls_resumed;
+        self.tls_version = self.tls_version.or(other.tls_version);
+        self.channel_bindings += other.channel_bindings;
+        self.connected += other.connected;
+        self.opens_done += other.opens_done;
+        self.missed += other.missed;
+    }
+
+    /// The histograms by report name, for the given mode's phases.
+    pub fn named(&self, phases: bool) -> Vec<(&'static str, &Histogram<u64>)> {
+        let mut v = vec![("total", &self.total)];
+        if phases {
+            v.extend([("tcp", &self.tcp), ("tls", &self.tls), ("auth", &self.auth)]);
+        }
+        v
     }
 }
 
