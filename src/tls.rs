@@ -93,7 +93,11 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(p.client_tls_protocols))
         .map_err(|e| tls_error("client_tls_protocols", Path::new(""), e.to_string()))?;
-    let builder = if p.client_tls_sslmode.verifies_client() {
+    // With a CA file, certificates are asked for in every mode, as PostgreSQL does with
+    // ssl_ca_file: verify-ca and verify-full require one, the other modes take one when
+    // offered (and verify it), so that hba rules can demand it per login (`cert`,
+    // `clientcert=`).
+    let builder = if p.client_tls_sslmode.verifies_client() || p.client_tls_ca_file.is_some() {
         let ca_path = p.client_tls_ca_file.as_ref().unwrap_or(&empty);
         let mut roots = RootCertStore::empty();
         for cert in read_certs("client_tls_ca_file", ca_path)? {
@@ -104,6 +108,9 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         if let Some(crl_path) = &p.client_tls_crl_file {
             verifier = verifier.with_crls(read_crls("client_tls_crl_file", crl_path)?);
+        }
+        if !p.client_tls_sslmode.verifies_client() {
+            verifier = verifier.allow_unauthenticated();
         }
         let verifier = verifier
             .build()

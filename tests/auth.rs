@@ -302,12 +302,12 @@ fn hba_file_errors_name_the_file_and_line() {
     assert!(err.contains("ident"), "{err}");
 }
 
-/// pgring asking every TLS client for a certificate from `ca`, with `auth_type`
-/// and an ident file.
-fn cert_pgring(pg: &PgCluster, ca: &Ca, auth: &str, hba: &str, ident: &str) -> Pgring {
+/// pgring asking TLS clients for a certificate from `ca` (requiring one under
+/// `verify-ca`), with `auth_type` and an ident file.
+fn cert_pgring(pg: &PgCluster, ca: &Ca, mode: &str, auth: &str, hba: &str, ident: &str) -> Pgring {
     let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"], "pgring test server", true);
     let pooler = format!(
-        "{auth}\nauth_ident_file = \"ident.conf\"\nclient_tls_sslmode = \"verify-ca\"\n\
+        "{auth}\nauth_ident_file = \"ident.conf\"\nclient_tls_sslmode = \"{mode}\"\n\
          client_tls_cert_file = \"server.pem\"\nclient_tls_key_file = \"server.key\"\n\
          client_tls_ca_file = \"ca.pem\""
     );
@@ -351,7 +351,7 @@ fn psql_env(port: u16, user: &str, password: &str, env: &[(&str, String)], sql: 
 fn cert_auth_needs_the_common_name_to_be_the_user() {
     let pg = cluster();
     let ca = Ca::new("pgring test CA");
-    let pgring = cert_pgring(&pg, &ca, "auth_type = \"cert\"", "", "");
+    let pgring = cert_pgring(&pg, &ca, "verify-ca", "auth_type = \"cert\"", "", "");
     let port = pgring.port();
     let app = client_cert(&pgring, &ca, "app");
     let out = psql_env(port, "app", "", &app, "SELECT current_user");
@@ -373,14 +373,16 @@ fn cert_auth_needs_the_common_name_to_be_the_user() {
 fn cert_rules_map_names_through_the_ident_file() {
     let pg = cluster();
     let ca = Ca::new("pgring test CA");
-    let hba = "hostssl all all 127.0.0.1/32 cert map=clients\n\
-               hostssl all bob 127.0.0.1/32 md5 clientcert=verify-full\n";
+    let hba = "hostssl all bob 127.0.0.1/32 md5 clientcert=verify-full\n\
+               hostssl all all 127.0.0.1/32 cert map=clients\n";
     let ident = "# certificate names to users\n\
                  clients  /^(.*)\\.clients\\.example$  \\1\n\
                  clients  \"Ops Team\"                 app\n";
+    // `require` with a CA: certificates are asked for, not required; the rules decide.
     let pgring = cert_pgring(
         &pg,
         &ca,
+        "require",
         "auth_type = \"hba\"\nauth_hba_file = \"hba.conf\"",
         hba,
         ident,
@@ -393,10 +395,27 @@ fn cert_rules_map_names_through_the_ident_file() {
     let out = psql_env(port, "app", "", &ops, "SELECT 1");
     assert_eq!(assert_ok(&out, &pgring).trim(), "1");
     // The regex maps app.clients.example to app only.
-    let out = psql_env(port, "bob", "", &app_host, "SELECT 1");
+    let out = psql_env(port, "ghost", "", &app_host, "SELECT 1");
     assert_fails(
         &out,
         "the certificate's common name \"app.clients.example\" does not map (map \"clients\") to the user name",
+    );
+    // No certificate at all: the cert rule refuses as PostgreSQL does.
+    let no_cert = [("PGSSLMODE", "require".to_owned())];
+    let out = psql_env(port, "app", "", &no_cert, "SELECT 1");
+    assert_fails(&out, "connection requires a valid client certificate");
+    // bob's rule wants a password and a certificate naming bob.
+    let bob = client_cert(&pgring, &ca, "bob");
+    let out = psql_env(port, "bob", "bobpw", &bob, "SELECT current_user");
+    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    let out = psql_env(port, "bob", "wrong", &bob, "SELECT 1");
+    assert_fails(&out, "password authentication failed for user \"bob\"");
+    let out = psql_env(port, "bob", "bobpw", &no_cert, "SELECT 1");
+    assert_fails(&out, "connection requires a valid client certificate");
+    let out = psql_env(port, "bob", "bobpw", &app_host, "SELECT 1");
+    assert_fails(
+        &out,
+        "the certificate's common name \"app.clients.example\" is not the user name",
     );
 }
 

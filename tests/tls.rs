@@ -259,8 +259,7 @@ fn verify_ca_requires_a_client_certificate() {
         "SELECT 1",
     );
     assert!(!out.status.success());
-    let log = s.pgring.log();
-    assert!(log.contains("TLS handshake failed"), "{log}");
+    wait_for_log(&s.pgring, "TLS handshake failed");
 }
 
 #[test]
@@ -752,12 +751,19 @@ fn crl_refuses_a_revoked_client_certificate() {
     assert_eq!(assert_ok(&login_with(777), &pgring).trim(), "1");
     let out = login_with(666);
     assert!(!out.status.success(), "a revoked certificate got through");
-    let log = pgring.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("TLS handshake failed") && l.contains("Revoked")),
-        "{log}"
-    );
+    // psql may be gone before pgring has written its log line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = pgring.log();
+        if log
+            .lines()
+            .any(|l| l.contains("TLS handshake failed") && l.contains("Revoked"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A file without a CRL is an error naming the key and the file.
     let dir = tempfile::tempdir().unwrap();
@@ -821,10 +827,9 @@ fn direct_tls_needs_alpn_postgresql() {
     .expect("the handshake itself succeeds");
     let err = login(&mut bare).expect_err("no login without ALPN");
     assert!(!err.contains("password"), "{err}");
-    let log = pgring.log();
-    assert!(
-        log.contains("direct TLS connection refused: the client did not negotiate ALPN"),
-        "{log}"
+    wait_for_log(
+        &pgring,
+        "direct TLS connection refused: the client did not negotiate ALPN",
     );
 
     // Another protocol's ALPN: rustls refuses it in the handshake.
