@@ -535,3 +535,21 @@ async fn reload_changes_rules_and_passwords_under_connected_clients() {
     assert_eq!(assert_ok(&login("ops", "newopspw"), &pgring).trim(), "1");
     client.simple_query("SELECT 3").await.unwrap();
 }
+
+#[test]
+fn md5_clients_of_a_verifier_only_user_are_switched_to_scram() {
+    let pg = cluster();
+    // The auth_file holds PostgreSQL's own verifier: no password is stored anywhere, so
+    // the server login can only use the keys of the client's SCRAM proof.
+    let verifier = pg.psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'");
+    let verifier = verifier.trim();
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let pgring = Pgring::start(
+        &config(&pg, "auth_type = \"md5\""),
+        &[("userlist.txt", &format!("\"app\" \"{verifier}\"\n"))],
+    );
+    let out = psql(pgring.port(), "app", "apppass", &[], "SELECT current_user");
+    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    let out = psql(pgring.port(), "app", "md5 would not help", &[], "SELECT 1");
+    assert_fails(&out, "password authentication failed for user \"app\"");
+}
