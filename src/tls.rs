@@ -137,6 +137,18 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
     // pgring's order of the suites decides (what `fast` and `normal` are about), as
     // PostgreSQL's ssl_prefer_server_ciphers does by default.
     config.ignore_client_order = true;
+    // Resumption by stateless tickets (encrypted with a key rotated every few hours)
+    // rather than rustls's default session cache: the cache holds 256 sessions behind a
+    // mutex shared by every shard, far fewer than a pooler's clients, while a ticket is
+    // good on whichever shard the kernel gives the reconnecting client.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| {
+        tls_error(
+            "client_tls_cert_file",
+            cert_path,
+            format!("cannot set up session tickets: {e}"),
+        )
+    })?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Some(ClientTls {
         config: Arc::new(config),
         end_point,

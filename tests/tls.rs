@@ -883,3 +883,40 @@ fn direct_tls_without_client_tls_is_closed() {
     assert!(!err.is_empty());
     wait_for_log(&pgring, "direct TLS connection refused: client TLS is off");
 }
+
+#[test]
+fn sessions_resume_after_many_other_clients() {
+    let ca = Ca::new("pgring test CA");
+    let s = setup("require", &ca);
+    let port = s.pgring.port();
+    let tls13 = || {
+        client_config(
+            &ca,
+            &[rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256],
+            &all_groups(),
+            &[],
+        )
+    };
+    // A client logs in (reading the tickets pgring sends after the handshake), then
+    // 300 others connect: more sessions than a small server-side cache would keep.
+    let returning = tls13();
+    let mut first = tls_connect(port, returning.clone(), false).unwrap();
+    login(&mut first).unwrap();
+    assert_eq!(
+        first.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    drop(first);
+    for _ in 0..300 {
+        tls_connect(port, tls13(), false).unwrap();
+    }
+    // Its ticket still works, on whichever shard the kernel picks.
+    for _ in 0..2 {
+        let mut again = tls_connect(port, returning.clone(), false).unwrap();
+        assert_eq!(
+            again.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        login(&mut again).unwrap();
+    }
+}
