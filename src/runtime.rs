@@ -171,8 +171,22 @@ pub fn start(config: Config) -> Result<Runtime, StartError> {
                 return Err(StartError::Listen(message));
             }
             Err(_) => {
+                // A shard thread ended before saying it listens: its executor could not
+                // be built (io_uring refused, locked memory too small). Stop the others
+                // and report the first failure with what to change.
                 shared.begin_shutdown();
-                return Err(StartError::Listen("a shard exited while starting".into()));
+                let mut failure = StartError::Listen("a shard exited while starting".into());
+                for (shard, handle) in handles.into_iter().enumerate() {
+                    if let Err(e) = handle.join() {
+                        if matches!(failure, StartError::Listen(_)) {
+                            failure = StartError::Executor {
+                                shard,
+                                reason: e.to_string(),
+                            };
+                        }
+                    }
+                }
+                return Err(failure);
             }
         }
     }

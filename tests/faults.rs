@@ -1092,3 +1092,43 @@ async fn unknown_database_is_refused_with_3d000() {
     assert!(stderr.contains("nosuchdb"), "{stderr}");
     assert_still_serves(&pgring);
 }
+
+#[test]
+fn an_executor_that_cannot_start_says_what_to_change() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgring.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {}\nunix_socket_dir = \"\"\n\
+             auth_type = \"trust\"\n[databases]\napp = {{ host = \"127.0.0.1\", port = 1 }}\n",
+            support::free_port()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgring"));
+    cmd.arg("--config").arg(&config);
+    // No locked memory at all, hard limit included, so pgring cannot raise it: glommio's
+    // io_uring setup refuses to start.
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &none) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not start shard"), "{err}");
+    assert!(err.contains("MemLock"), "{err}");
+    assert!(err.contains("ulimit -l"), "{err}");
+    assert!(err.contains("io_uring_disabled"), "{err}");
+}
