@@ -237,12 +237,12 @@ impl Pool {
             let mut held_by_shared_limit = false;
             if self.open.get() < limit {
                 if self.take_shared_slot() {
-                    return self.open_new().await;
+                    return Box::pin(self.open_new()).await;
                 }
                 // max_db_connections / max_user_connections: make room from another
                 // pool's idle connections, else wait and look again.
                 if self.limits.evict_for(self) && self.take_shared_slot() {
-                    return self.open_new().await;
+                    return Box::pin(self.open_new()).await;
                 }
                 held_by_shared_limit = true;
             }

@@ -125,9 +125,11 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) {
     // cancel requests still get through.
     let admitted = shard.shared.admit_client(config.pooler.max_client_conn);
     let _slot = admitted.then(|| ClientSlot(shard.clone()));
+    // The login's state machine is large (TLS, SCRAM, the welcome) and needed once: boxed,
+    // it is freed when the login ends instead of sizing every idle client's task.
     let login = crate::timeout::with_timeout(
         config.pooler.client_login_timeout,
-        login::run(&shard, &mut conn, admitted),
+        Box::pin(login::run(&shard, &mut conn, admitted)),
     )
     .await;
     let login = match login {
@@ -137,21 +139,22 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) {
                 sqlstate::PROTOCOL_VIOLATION,
                 "client_login_timeout: the login did not finish in time",
             );
-            conn.send_fatal(&err).await;
+            Box::pin(conn.send_fatal(&err)).await;
             return;
         }
         Some(Err(err)) => {
             if config.pooler.log_pooler_errors && err.client_reachable() {
                 log::warn!("{}: login failed: {err}", conn.peer);
             }
-            conn.send_fatal(&err).await;
+            Box::pin(conn.send_fatal(&err)).await;
             return;
         }
         Some(Ok(login::Outcome::Cancel(key))) => {
-            crate::cancel::route(&shard, key).await;
+            Box::pin(crate::cancel::route(&shard, key)).await;
             return;
         }
         Some(Ok(login::Outcome::Ready(session))) => session,
     };
-    session::run(&shard, conn, login).await;
+    // Boxed too: the task then holds only what an idle session needs.
+    Box::pin(session::run(&shard, conn, login)).await;
 }

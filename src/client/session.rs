@@ -87,7 +87,7 @@ pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
         shutdown: shutdown_rx,
     };
     let result = session.pump(&mut conn).await;
-    session.finish().await;
+    Box::pin(session.finish()).await;
     shard.cancel.unregister(login.cancel_key);
     match result {
         Ok(reason) => {
@@ -116,7 +116,7 @@ pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
                     login.user
                 );
             }
-            conn.send_fatal(&e).await;
+            Box::pin(conn.send_fatal(&e)).await;
         }
     }
 }
@@ -149,7 +149,7 @@ impl Session<'_> {
             );
             if forward > 0 {
                 if self.server.is_none() {
-                    self.attach().await?;
+                    Box::pin(self.attach()).await?;
                 }
                 let server = self.server.as_mut().expect("attached just above");
                 if let Err(e) = server
@@ -329,7 +329,7 @@ impl Session<'_> {
             let result = conn.write_all(&data[..answer_start]).await;
             rbuf.consume(pos);
             result?;
-            return self.refuse_transaction_block(conn).await;
+            return Box::pin(self.refuse_transaction_block(conn)).await;
         }
         log::trace!(
             "server: {} bytes buffered, {pos} to forward, {after:?}, owed={}",
