@@ -4,13 +4,52 @@
 //! reclaimed by moving the live bytes down. The buffer grows only when the bytes it holds
 //! must be seen whole (a login message, a ReadyForQuery), and never past its ceiling, so a
 //! peer cannot make pgring allocate by announcing a large length.
+//!
+//! A buffer that holds no bytes owns no memory: a read that would wait borrows storage
+//! from its shard's spare list for the attempt and gives it back when nothing came (the
+//! sockets are readiness-driven, so a waiting read holds no buffer in the kernel or in
+//! glommio). Most of a pooler's clients are idle at any moment; this keeps an idle client
+//! down to its session state instead of a read buffer each.
 
+use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::AsyncRead;
 
-/// Initial size of a connection's read buffer.
+/// Initial size of a connection's read buffer, and the size of the spare buffers lent to
+/// empty ones.
 pub const INITIAL_READ_BUF: usize = 8 * 1024;
+
+/// Spare buffers kept per shard thread; more are freed.
+const SPARE_KEEP: usize = 64;
+
+thread_local! {
+    /// Storage for empty buffers to read into, per shard thread (no sharing, no locks).
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A spare buffer of [`INITIAL_READ_BUF`] bytes (a new one when the list is empty).
+fn borrow_spare() -> Vec<u8> {
+    SPARE
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0; INITIAL_READ_BUF])
+}
+
+/// Gives storage back: kept when it has the standard size and the list is not full,
+/// freed otherwise.
+fn return_spare(storage: Vec<u8>) {
+    if storage.len() != INITIAL_READ_BUF {
+        return;
+    }
+    SPARE.with(|s| {
+        let mut spare = s.borrow_mut();
+        if spare.len() < SPARE_KEEP {
+            spare.push(storage);
+        }
+    });
+}
 
 #[derive(Debug)]
 pub struct ReadBuf {
@@ -83,27 +122,104 @@ impl ReadBuf {
 
     /// Reads once from `source` into the buffer. `Ok(0)` means end of stream.
     pub async fn fill<S: AsyncRead + Unpin>(&mut self, source: &mut S) -> io::Result<usize> {
-        let spare = self
-            .spare()
-            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
-        let n = source.read(spare).await?;
-        self.end += n;
-        Ok(n)
+        futures_lite::future::poll_fn(|cx| self.poll_fill(cx, source)).await
     }
 
-    /// Gives back memory above the initial size once the buffer is empty (after a large
-    /// message went through).
-    pub fn shrink_if_idle(&mut self) {
-        if self.is_empty() && self.data.len() > INITIAL_READ_BUF {
-            self.data.truncate(INITIAL_READ_BUF);
-            self.data.shrink_to_fit();
+    /// One read attempt. An empty buffer borrows spare storage for the attempt and gives
+    /// it back unless bytes arrived.
+    fn poll_fill<S: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut S,
+    ) -> Poll<io::Result<usize>> {
+        if self.data.is_empty() && self.ceiling > 0 {
+            self.data = borrow_spare();
         }
+        let result = match self.spare() {
+            Ok(spare) => Pin::new(source).poll_read(cx, spare),
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::OutOfMemory, e))),
+        };
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => self.end += n,
+            // Nothing came: an empty buffer keeps no storage while it waits.
+            _ => self.release_if_idle(),
+        }
+        result
+    }
+
+    /// Gives the storage back once the buffer holds no bytes (between transactions, after
+    /// a large message went through).
+    pub fn release_if_idle(&mut self) {
+        if self.is_empty() && !self.data.is_empty() {
+            return_spare(std::mem::take(&mut self.data));
+        }
+    }
+
+    /// True when the buffer owns storage (for tests and accounting).
+    pub fn has_storage(&self) -> bool {
+        !self.data.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pending on the first poll, then `chunks` one by one, then end of stream.
+    struct Trickle {
+        polled: bool,
+        chunks: Vec<&'static [u8]>,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if !self.polled {
+                self.polled = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.chunks.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let chunk = self.chunks.remove(0);
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Poll::Ready(Ok(chunk.len()))
+        }
+    }
+
+    #[test]
+    fn an_empty_buffer_owns_no_storage_while_it_waits() {
+        let mut source = Trickle {
+            polled: false,
+            chunks: vec![b"hello", b" world"],
+        };
+        let mut b = ReadBuf::new(1024, 64 * 1024);
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        assert!(b.poll_fill(&mut cx, &mut source).is_pending());
+        assert!(!b.has_storage(), "storage kept while waiting");
+        assert!(matches!(
+            b.poll_fill(&mut cx, &mut source),
+            Poll::Ready(Ok(5))
+        ));
+        assert!(b.has_storage());
+        assert_eq!(b.data(), b"hello");
+        futures_lite::future::block_on(b.fill(&mut source)).unwrap();
+        assert_eq!(b.data(), b"hello world");
+        b.consume(11);
+        assert_eq!(
+            futures_lite::future::block_on(b.fill(&mut source)).unwrap(),
+            0
+        );
+        b.release_if_idle();
+        assert!(!b.has_storage());
+    }
 
     #[test]
     fn refuses_to_grow_past_its_ceiling() {

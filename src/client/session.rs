@@ -171,7 +171,7 @@ impl Session<'_> {
                 if self.shard.is_shutting_down() {
                     return Err(shutting_down());
                 }
-                conn.rbuf.shrink_if_idle();
+                conn.rbuf.release_if_idle();
                 let limit = self.limits.client_idle_timeout;
                 let event = async { Event::Client(conn.rbuf.fill(&mut conn.stream).await) }
                     .or(async {
