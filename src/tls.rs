@@ -149,6 +149,10 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
         )
     })?;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    // One ticket per handshake instead of rustls's two: each costs a key derivation and an
+    // encryption, and most PostgreSQL clients (libpq among them) never resume; a resumed
+    // session gets a fresh ticket for the next time.
+    config.send_tls13_tickets = 1;
     Ok(Some(ClientTls {
         config: Arc::new(config),
         end_point,
