@@ -200,11 +200,10 @@ pub fn client_config(p: &PoolerConfig) -> Result<Option<Arc<ClientConfig>>, TlsE
     if mode == TlsMode::Disable {
         return Ok(None);
     }
-    // P-256 first, then X25519: the groups OpenSSL-built servers handle fastest.
     let provider = provider(
         &p.server_tls_ciphers
             .effective(p.server_tls13_ciphers.as_deref()),
-        &[KxGroup::Secp256r1, KxGroup::X25519, KxGroup::Secp384r1],
+        &p.server_tls_ecdhcurve.server_groups(),
     );
     let algs = provider.signature_verification_algorithms;
     let provider = Arc::new(provider);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use pgring::config::{PoolerConfig, TlsMode};
+use pgring::config::{KxGroup, PoolerConfig, TlsCurves, TlsMode};
 use rustls::client::Resumption;
 use rustls::ClientConfig;
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -105,6 +105,13 @@ pub fn client_config(target: &Target, resume: bool) -> Result<Option<Arc<ClientC
         server_tls_ca_file: files.root.clone(),
         server_tls_cert_file: files.cert.as_ref().map(|(c, _)| c.clone()),
         server_tls_key_file: files.cert.as_ref().map(|(_, k)| k.clone()),
+        // What libpq on OpenSSL 3 offers: an X25519 key share first (pgring's own
+        // server-side default, P-256 first, is tuned for PostgreSQL servers instead).
+        server_tls_ecdhcurve: TlsCurves::List(vec![
+            KxGroup::X25519,
+            KxGroup::Secp256r1,
+            KxGroup::Secp384r1,
+        ]),
         ..PoolerConfig::default()
     };
     let config = pgring::tls::client_config(&pooler)

@@ -500,10 +500,20 @@ impl TlsCurves {
         }
     }
 
-    /// The groups, in order of preference.
+    /// The groups for client handshakes, in order of preference.
     pub fn groups(&self) -> Vec<KxGroup> {
         match self {
             TlsCurves::Auto => vec![KxGroup::X25519, KxGroup::Secp256r1, KxGroup::Secp384r1],
+            TlsCurves::List(l) => l.clone(),
+        }
+    }
+
+    /// The groups offered to servers, in order of preference. `auto` puts P-256 first:
+    /// PostgreSQL up to 17 sets `ssl_ecdh_curve = prime256v1`, so a first key share for
+    /// any other group costs every server connection a HelloRetryRequest round trip.
+    pub fn server_groups(&self) -> Vec<KxGroup> {
+        match self {
+            TlsCurves::Auto => vec![KxGroup::Secp256r1, KxGroup::X25519, KxGroup::Secp384r1],
             TlsCurves::List(l) => l.clone(),
         }
     }

@@ -247,6 +247,8 @@ pub struct PoolerConfig {
     /// Cipher suites offered to servers, as `client_tls_ciphers`.
     pub server_tls_ciphers: TlsCiphers,
     pub server_tls13_ciphers: Option<Vec<CipherSuite>>,
+    /// Key-exchange groups offered to servers. Default `auto`: P-256 first.
+    pub server_tls_ecdhcurve: TlsCurves,
 
     pub log_connections: bool,
     pub log_disconnections: bool,

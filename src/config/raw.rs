@@ -199,6 +199,7 @@ impl Default for PoolerConfig {
             server_tls_protocols: TlsProtocols::Secure,
             server_tls_ciphers: TlsCiphers::default(),
             server_tls13_ciphers: None,
+            server_tls_ecdhcurve: TlsCurves::Auto,
             log_connections: true,
             log_disconnections: true,
             log_pooler_errors: true,
@@ -311,6 +312,7 @@ struct RawPooler {
     server_tls_protocols: Option<Keyword<TlsProtocols>>,
     server_tls_ciphers: Option<Spanned<String>>,
     server_tls13_ciphers: Option<Spanned<String>>,
+    server_tls_ecdhcurve: Option<Spanned<String>>,
 
     log_connections: Option<bool>,
     log_disconnections: Option<bool>,
@@ -943,6 +945,10 @@ impl Ctx<'_> {
             p.client_tls_ecdhcurve = TlsCurves::parse(v.get_ref())
                 .map_err(|m| self.invalid(v.span(), "pooler.client_tls_ecdhcurve", m))?;
         }
+        if let Some(v) = r.server_tls_ecdhcurve {
+            p.server_tls_ecdhcurve = TlsCurves::parse(v.get_ref())
+                .map_err(|m| self.invalid(v.span(), "pooler.server_tls_ecdhcurve", m))?;
+        }
         if let Some(v) = r.default_pool_size {
             if *v.get_ref() == 0 {
                 return Err(self.invalid(
@@ -1229,6 +1235,7 @@ pub(super) fn render(config: &Config) -> String {
             .as_deref()
             .map_or(String::new(), ciphers::join)),
     );
+    kv("server_tls_ecdhcurve", s(&p.server_tls_ecdhcurve.render()));
     kv("log_connections", p.log_connections.to_string());
     kv("log_disconnections", p.log_disconnections.to_string());
     kv("log_pooler_errors", p.log_pooler_errors.to_string());

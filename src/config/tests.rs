@@ -189,6 +189,7 @@ client_tls13_ciphers = "TLS_CHACHA20_POLY1305_SHA256"
 client_tls_ecdhcurve = "P-384:x25519"
 server_tls_ciphers = "fast"
 server_tls13_ciphers = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
+server_tls_ecdhcurve = "x25519"
 "#);
     let p = &c.pooler;
     assert_eq!(
@@ -218,12 +219,21 @@ server_tls13_ciphers = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
         "{rendered}"
     );
     assert!(rendered.contains("client_tls_ecdhcurve = \"secp384r1:x25519\""));
+    assert!(rendered.contains("server_tls_ecdhcurve = \"x25519\""));
+    assert_eq!(
+        p.server_tls_ecdhcurve.server_groups(),
+        vec![KxGroup::X25519]
+    );
     assert_eq!(Config::parse(&rendered, &c.path).unwrap(), c);
     // The defaults.
     let d = ok("");
     assert_eq!(d.pooler.client_tls_ciphers, TlsCiphers::default());
     assert_eq!(d.pooler.client_tls13_ciphers, None);
     assert_eq!(d.pooler.client_tls_ecdhcurve, TlsCurves::Auto);
+    assert_eq!(
+        d.pooler.server_tls_ecdhcurve.server_groups()[0],
+        KxGroup::Secp256r1
+    );
 }
 
 #[test]
