@@ -93,6 +93,9 @@ pub struct Runtime {
     shared: Arc<Shared>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     config_path: PathBuf,
+    /// Installed before the shards listen, so that a signal sent as soon as the port
+    /// answers is served rather than taking its default action (SIGHUP would end pgring).
+    signals: signal_hook::iterator::Signals,
 }
 
 /// Raises the soft locked-memory limit to the hard one: io_uring's registered buffers
@@ -130,6 +133,8 @@ pub fn start(config: Config) -> Result<Runtime, StartError> {
         server_tls,
         shards,
     ));
+    let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(StartError::Signals)?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -194,6 +199,7 @@ pub fn start(config: Config) -> Result<Runtime, StartError> {
         shared,
         handles,
         config_path,
+        signals,
     })
 }
 
@@ -259,13 +265,12 @@ impl Runtime {
 
     /// Serves signals until shutdown: SIGHUP reloads; SIGINT/SIGTERM stop accepting, let
     /// clients finish their transactions for up to `shutdown_timeout`, then exit.
-    pub fn wait(self) -> Result<(), StartError> {
-        let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
-            .map_err(StartError::Signals)?;
+    pub fn wait(mut self) -> Result<(), StartError> {
         let mut last_stats = Instant::now();
         let mut last_counts = (0u64, 0u64);
         loop {
-            for signal in signals.pending() {
+            let pending: Vec<i32> = self.signals.pending().collect();
+            for signal in pending {
                 match signal {
                     SIGHUP => {
                         log::info!("got SIGHUP, reloading the configuration");

@@ -243,7 +243,7 @@ async fn cancel_request_arriving_on_another_shard_reaches_the_backend() {
     // (first connection) and its cancel request (second) land on different shards.
     // The TCP port answers as soon as any shard listens; the Unix socket is shard 0's.
     let socket = s.pgring.dir().join(format!(".s.PGSQL.{}", s.pgring.port()));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
         assert!(
             Instant::now() < deadline,
@@ -303,7 +303,7 @@ async fn sighup_reloads_the_auth_file_and_sessions_continue() {
     std::fs::write(s.pgring.dir().join("userlist.txt"), "\"app\" \"newpass\"\n").unwrap();
     // The server still knows the old password; pgring logs in with what it had.
     assert!(s.pgring.signal(libc::SIGHUP));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let old = tokio_postgres::connect(&conn_str(port), NoTls).await;
         if old.is_err() {
@@ -336,7 +336,7 @@ fn broken_config_on_reload_keeps_the_running_one() {
     )
     .unwrap();
     assert!(s.pgring.signal(libc::SIGHUP));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !s.pgring.log().contains("reload failed") {
         assert!(Instant::now() < deadline, "{}", s.pgring.log());
         std::thread::sleep(Duration::from_millis(50));
@@ -477,7 +477,7 @@ fn failed_server_login_is_reported_until_server_login_retry_passes() {
         assert!(!second.status.success(), "{second:?}");
     }
     // After it, the next login tries again and succeeds.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = attempt();
         if out.status.success() {
@@ -525,11 +525,23 @@ async fn query_timeout_and_idle_transaction_timeout_end_the_session_with_their_s
         "{err:?}"
     );
 
-    // Neither server connection went back to the pool mid-query or mid-transaction.
-    let other = connect(port).await;
-    let rows = other
-        .simple_query("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
-        .await
-        .unwrap();
-    assert_eq!(values(&rows), ["0"]);
+    // Neither server connection went back to the pool mid-query or mid-transaction: asked
+    // of PostgreSQL directly (through pgring, query_timeout = 1 would also count a slow
+    // server login on a loaded machine against the check itself).
+    // The backend whose connection pgring closed may take a moment to notice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = s.pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+             AND datname = 'app'",
+        );
+        if open.trim() == "0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} server(s) left in a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

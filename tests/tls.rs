@@ -406,7 +406,7 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
     std::fs::write(s.pgring.dir().join("server.pem"), cert).unwrap();
     std::fs::write(s.pgring.dir().join("server.key"), key).unwrap();
     assert!(s.pgring.signal(libc::SIGHUP));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !verify(&new_root).status.success() {
         assert!(
             Instant::now() < deadline,
@@ -420,7 +420,7 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
     // A broken key file: the reload fails, names the file, and the running TLS stays.
     std::fs::write(s.pgring.dir().join("server.key"), "not a key\n").unwrap();
     assert!(s.pgring.signal(libc::SIGHUP));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !s.pgring.log().contains("no private key found in PEM") {
         assert!(
             Instant::now() < deadline,
@@ -588,12 +588,12 @@ fn login(stream: &mut (impl Read + Write)) -> Result<(), String> {
     }
 }
 
-/// Waits up to 5 s for `needle` in pgring's log. A handshake refusal is checked there:
+/// Waits up to 30 s for `needle` in pgring's log. A handshake refusal is checked there:
 /// whether the alert reaches the client is a matter of timing (futures-rustls makes one
 /// attempt to write it before the connection is dropped).
 #[track_caller]
 fn wait_for_log(pgring: &Pgring, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !pgring.log().contains(needle) {
         assert!(
             Instant::now() < deadline,
@@ -752,7 +752,7 @@ fn crl_refuses_a_revoked_client_certificate() {
     let out = login_with(666);
     assert!(!out.status.success(), "a revoked certificate got through");
     // psql may be gone before pgring has written its log line.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = pgring.log();
         if log

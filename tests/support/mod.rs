@@ -601,7 +601,7 @@ impl PgCluster {
         let since = || String::from_utf8_lossy(&self.log_bytes()[start..]).into_owned();
         let pid = self.pid().expect("server not running");
         assert!(send_signal(pid, libc::SIGHUP), "SIGHUP to {pid} failed");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !since().contains("received SIGHUP, reloading configuration files") {
             assert!(
                 Instant::now() < deadline,
