@@ -11,7 +11,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use certs::Ca;
-use support::{free_port, psql_cmd, PgCluster, Pgring};
+use support::{
+    assert_psql_fails, assert_psql_ok, free_port, psql_cmd, psql_tls, text, PgCluster, Pgring,
+};
 
 /// A cluster with a database `app` owned by `app`.
 fn cluster() -> PgCluster {
@@ -42,49 +44,7 @@ app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
 
 /// psql through pgring as `user`/`password` over TCP with extra libpq settings.
 fn psql(port: u16, user: &str, password: &str, env: &[(&str, &str)], sql: &str) -> Output {
-    let mut cmd = psql_cmd(port, user, password, "app");
-    for var in [
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGCHANNELBINDING",
-        "PGREQUIRESSL",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("PGSSLCERT", "/nonexistent/postgresql.crt")
-        .env("PGSSLKEY", "/nonexistent/postgresql.key");
-    cmd.envs(env.iter().copied());
-    cmd.arg("-c").arg(sql);
-    cmd.output().expect("run psql")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output, pgring: &Pgring) -> String {
-    assert!(
-        out.status.success(),
-        "psql failed: {}\n--- pgring.log ---\n{}",
-        text(&out.stderr),
-        pgring.log()
-    );
-    text(&out.stdout)
-}
-
-#[track_caller]
-fn assert_fails(out: &Output, needle: &str) {
-    assert!(
-        !out.status.success(),
-        "psql succeeded: {}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stderr).contains(needle),
-        "expected {needle:?} in psql's error: {}",
-        text(&out.stderr)
-    );
+    psql_tls(port, user, password, env, sql)
 }
 
 /// pgring with a certificate from `ca`, TLS offered (`prefer`), and `auth_type`.
@@ -112,10 +72,10 @@ fn channel_binding_require_works_over_tls() {
     let port = pgring.port();
     let bound = [("PGSSLMODE", "require"), ("PGCHANNELBINDING", "require")];
     let out = psql(port, "app", "apppass", &bound, "SELECT current_user");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "app");
     // The binding does not stand in for the password.
     let out = psql(port, "app", "wrong", &bound, "SELECT 1");
-    assert_fails(&out, "password authentication failed for user \"app\"");
+    assert_psql_fails(&out, "password authentication failed for user \"app\"");
     // Without TLS there is nothing to bind to: SCRAM-SHA-256-PLUS is not offered, and
     // libpq refuses to go on.
     let out = psql(
@@ -135,7 +95,7 @@ fn channel_binding_require_works_over_tls() {
             &[("PGSSLMODE", mode), ("PGCHANNELBINDING", "disable")],
             "SELECT 1",
         );
-        assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+        assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
     }
 }
 
@@ -151,7 +111,7 @@ fn channel_binding_require_refuses_md5() {
         &[("PGSSLMODE", "require"), ("PGCHANNELBINDING", "require")],
         "SELECT 1",
     );
-    assert_fails(&out, "channel binding");
+    assert_psql_fails(&out, "channel binding");
 }
 
 /// A pgring config whose `app` database logs in to PostgreSQL as `app` whatever the
@@ -219,58 +179,58 @@ fn hba_rules_decide_each_login() {
     let mut cmd = psql_cmd(port, "app", "", "app");
     cmd.env("PGHOST", pgring.dir()).env_remove("PGPASSWORD");
     let out = cmd.arg("-c").arg("SELECT current_user").output().unwrap();
-    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "app");
 
     // The last line (the IPv6 one before it does not hold 127.0.0.1): SCRAM, right and
     // wrong password.
     let out = psql(port, "app", "apppass", &plain, "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
     let out = psql(port, "app", "nope", &plain, "SELECT 1");
-    assert_fails(&out, "password authentication failed for user \"app\"");
+    assert_psql_fails(&out, "password authentication failed for user \"app\"");
 
     // First match wins: trust before reject.
     let out = psql(port, "early", "", &plain, "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
 
     // reject, with PostgreSQL's message.
     let out = psql(port, "blocked", "pw", &plain, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"blocked\", database \"app\", no encryption",
     );
 
     // hostssl: only over TLS; plaintext falls through to no entry at all.
     let out = psql(port, "tlsonly", "", &tls, "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
     let out = psql(port, "tlsonly", "", &plain, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "no pg_hba.conf entry for host \"127.0.0.1\", user \"tlsonly\", database \"app\", no encryption",
     );
 
     // Addresses: 127.0.0.2/32 does not hold the client, 127.0.0.0 with mask /31 does.
     let out = psql(port, "cidr", "pw", &plain, "SELECT 1");
-    assert_fails(&out, "pg_hba.conf rejects connection");
+    assert_psql_fails(&out, "pg_hba.conf rejects connection");
 
     // @file: ops1 is listed, so md5 applies.
     let out = psql(port, "ops1", "ops1pw", &plain, "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
     let out = psql(port, "ops1", "wrong", &plain, "SELECT 1");
-    assert_fails(&out, "password authentication failed for user \"ops1\"");
+    assert_psql_fails(&out, "password authentication failed for user \"ops1\"");
 
     // hostnossl: cleartext password without TLS; with TLS the line does not match, and
     // neither does any other.
     let out = psql(port, "plain", "plainpw", &plain, "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
     let out = psql(port, "plain", "plainpw", &tls, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "no pg_hba.conf entry for host \"127.0.0.1\", user \"plain\", database \"app\", SSL encryption",
     );
 
     // A quoted "all" is a database named all, not the keyword.
     let out = psql(port, "nobody", "", &plain, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "no pg_hba.conf entry for host \"127.0.0.1\", user \"nobody\", database \"app\", no encryption",
     );
@@ -355,10 +315,10 @@ fn cert_auth_needs_the_common_name_to_be_the_user() {
     let port = pgring.port();
     let app = client_cert(&pgring, &ca, "app");
     let out = psql_env(port, "app", "", &app, "SELECT current_user");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "app");
     // The certificate of app does not make its holder bob.
     let out = psql_env(port, "bob", "", &app, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "certificate authentication failed for user \"bob\": the certificate's common name \"app\" is not the user name",
     );
@@ -390,30 +350,30 @@ fn cert_rules_map_names_through_the_ident_file() {
     let port = pgring.port();
     let app_host = client_cert(&pgring, &ca, "app.clients.example");
     let out = psql_env(port, "app", "", &app_host, "SELECT current_user");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "app");
     let ops = client_cert(&pgring, &ca, "Ops Team");
     let out = psql_env(port, "app", "", &ops, "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
     // The regex maps app.clients.example to app only.
     let out = psql_env(port, "ghost", "", &app_host, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "the certificate's common name \"app.clients.example\" does not map (map \"clients\") to the user name",
     );
     // No certificate at all: the cert rule refuses as PostgreSQL does.
     let no_cert = [("PGSSLMODE", "require".to_owned())];
     let out = psql_env(port, "app", "", &no_cert, "SELECT 1");
-    assert_fails(&out, "connection requires a valid client certificate");
+    assert_psql_fails(&out, "connection requires a valid client certificate");
     // bob's rule wants a password and a certificate naming bob.
     let bob = client_cert(&pgring, &ca, "bob");
     let out = psql_env(port, "bob", "bobpw", &bob, "SELECT current_user");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "app");
     let out = psql_env(port, "bob", "wrong", &bob, "SELECT 1");
-    assert_fails(&out, "password authentication failed for user \"bob\"");
+    assert_psql_fails(&out, "password authentication failed for user \"bob\"");
     let out = psql_env(port, "bob", "bobpw", &no_cert, "SELECT 1");
-    assert_fails(&out, "connection requires a valid client certificate");
+    assert_psql_fails(&out, "connection requires a valid client certificate");
     let out = psql_env(port, "bob", "bobpw", &app_host, "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "the certificate's common name \"app.clients.example\" is not the user name",
     );
@@ -445,13 +405,13 @@ fn peer_auth_maps_the_os_user() {
         cmd.env("PGHOST", pgring.dir()).env_remove("PGPASSWORD");
         cmd.arg("-c").arg("SELECT current_user").output().unwrap()
     };
-    assert_eq!(assert_ok(&unix("app"), &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&unix("app"), &pgring).trim(), "app");
     if os_user != "bob" {
-        assert_fails(&unix("bob"), "peer authentication failed for user \"bob\"");
+        assert_psql_fails(&unix("bob"), "peer authentication failed for user \"bob\"");
     }
     // Over TCP no rule matches.
     let out = psql(pgring.port(), "app", "apppass", &[], "SELECT 1");
-    assert_fails(
+    assert_psql_fails(
         &out,
         "no pg_hba.conf entry for host \"127.0.0.1\", user \"app\"",
     );
@@ -508,9 +468,12 @@ async fn reload_changes_rules_and_passwords_under_connected_clients() {
         &pgring,
         || !login("app", "apppass").status.success(),
     );
-    assert_fails(&login("app", "apppass"), "pg_hba.conf rejects connection");
-    assert_eq!(assert_ok(&login("ops", "newopspw"), &pgring).trim(), "1");
-    assert_fails(
+    assert_psql_fails(&login("app", "apppass"), "pg_hba.conf rejects connection");
+    assert_eq!(
+        assert_psql_ok(&login("ops", "newopspw"), &pgring).trim(),
+        "1"
+    );
+    assert_psql_fails(
         &login("ops", "opspw"),
         "password authentication failed for user \"ops\"",
     );
@@ -531,8 +494,11 @@ async fn reload_changes_rules_and_passwords_under_connected_clients() {
     let log = pgring.log();
     let line = log.lines().find(|l| l.contains("hba.conf:2")).unwrap();
     assert!(line.contains("reload failed"), "{line}");
-    assert_fails(&login("app", "apppass"), "pg_hba.conf rejects connection");
-    assert_eq!(assert_ok(&login("ops", "newopspw"), &pgring).trim(), "1");
+    assert_psql_fails(&login("app", "apppass"), "pg_hba.conf rejects connection");
+    assert_eq!(
+        assert_psql_ok(&login("ops", "newopspw"), &pgring).trim(),
+        "1"
+    );
     client.simple_query("SELECT 3").await.unwrap();
 }
 
@@ -549,7 +515,7 @@ fn md5_clients_of_a_verifier_only_user_are_switched_to_scram() {
         &[("userlist.txt", &format!("\"app\" \"{verifier}\"\n"))],
     );
     let out = psql(pgring.port(), "app", "apppass", &[], "SELECT current_user");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "app");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "app");
     let out = psql(pgring.port(), "app", "md5 would not help", &[], "SELECT 1");
-    assert_fails(&out, "password authentication failed for user \"app\"");
+    assert_psql_fails(&out, "password authentication failed for user \"app\"");
 }

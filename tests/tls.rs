@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use certs::Ca;
-use support::{app_config, free_port, psql_cmd, PgCluster, Pgring};
+use support::{
+    app_config, assert_psql_fails, assert_psql_ok, free_port, psql_tls, text, PgCluster, Pgring,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -68,53 +70,9 @@ fn write_file(pgring: &Pgring, name: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// psql through pgring with the given libpq environment, running `sql`.
+/// psql through pgring as app with the given libpq environment, running `sql`.
 fn psql(port: u16, env: &[(&str, &str)], sql: &str) -> Output {
-    let mut cmd = psql_cmd(port, "app", "apppass", "app");
-    for var in [
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGSSLCERT",
-        "PGSSLKEY",
-        "PGREQUIRESSL",
-    ] {
-        cmd.env_remove(var);
-    }
-    // Keep libpq away from ~/.postgresql (a root.crt there turns `require` into verify-ca).
-    cmd.env("PGSSLCERT", "/nonexistent/postgresql.crt")
-        .env("PGSSLKEY", "/nonexistent/postgresql.key");
-    cmd.envs(env.iter().copied());
-    cmd.arg("-c").arg(sql);
-    cmd.output().expect("run psql")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output, pgring: &Pgring) -> String {
-    assert!(
-        out.status.success(),
-        "psql failed: {}\n--- pgring.log ---\n{}",
-        text(&out.stderr),
-        pgring.log()
-    );
-    text(&out.stdout)
-}
-
-#[track_caller]
-fn assert_fails(out: &Output, needle: &str) {
-    assert!(
-        !out.status.success(),
-        "psql succeeded: {}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stderr).contains(needle),
-        "expected {needle:?} in psql's error: {}",
-        text(&out.stderr)
-    );
+    psql_tls(port, "app", "apppass", env, sql)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -127,9 +85,9 @@ fn require_gives_a_tls_session() {
     let s = setup("require", &ca);
     let port = s.pgring.port();
     let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
-    assert_eq!(assert_ok(&out, &s.pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &s.pgring).trim(), "1");
     let out = psql(port, &[("PGSSLMODE", "require")], "\\conninfo");
-    let info = assert_ok(&out, &s.pgring);
+    let info = assert_psql_ok(&out, &s.pgring);
     assert!(info.contains("SSL connection"), "{info}");
     assert!(info.contains("TLSv1.3"), "{info}");
     // A session runs whole over TLS: a transaction, and several statements.
@@ -139,7 +97,7 @@ fn require_gives_a_tls_session() {
         "BEGIN; CREATE TEMP TABLE t AS SELECT g FROM generate_series(1, 20000) g; \
          SELECT sum(g) FROM t; COMMIT;",
     );
-    assert!(assert_ok(&out, &s.pgring).contains("200010000"));
+    assert!(assert_psql_ok(&out, &s.pgring).contains("200010000"));
     // The key file as Pgring::start wrote it is readable by others: pgring says so.
     assert!(
         s.pgring.log().contains("readable by group or others"),
@@ -164,7 +122,7 @@ fn verify_full_checks_the_name_and_the_root() {
             ],
             "SELECT 1",
         );
-        assert_eq!(assert_ok(&out, &s.pgring).trim(), "1", "host={host}");
+        assert_eq!(assert_psql_ok(&out, &s.pgring).trim(), "1", "host={host}");
     }
     let foreign = write_file(&s.pgring, "foreign.pem", &Ca::new("someone else").pem());
     let out = psql(
@@ -176,7 +134,7 @@ fn verify_full_checks_the_name_and_the_root() {
         ],
         "SELECT 1",
     );
-    assert_fails(&out, "certificate verify failed");
+    assert_psql_fails(&out, "certificate verify failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +143,7 @@ async fn require_refuses_plaintext() {
     let s = setup("require", &ca);
     let port = s.pgring.port();
     let out = psql(port, &[("PGSSLMODE", "disable")], "SELECT 1");
-    assert_fails(&out, "SSL required");
+    assert_psql_fails(&out, "SSL required");
     let conn =
         format!("host=127.0.0.1 port={port} user=app password=apppass dbname=app sslmode=disable");
     let err = tokio_postgres::connect(&conn, NoTls)
@@ -206,7 +164,7 @@ async fn require_refuses_plaintext() {
         ],
         "SELECT 1",
     );
-    assert_eq!(assert_ok(&out, &s.pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &s.pgring).trim(), "1");
 }
 
 #[test]
@@ -218,10 +176,10 @@ fn disable_stays_plaintext() {
     );
     let port = pgring.port();
     let out = psql(port, &[("PGSSLMODE", "prefer")], "\\conninfo");
-    let info = assert_ok(&out, &pgring);
+    let info = assert_psql_ok(&out, &pgring);
     assert!(!info.contains("SSL"), "{info}");
     let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
-    assert_fails(&out, "server does not support SSL");
+    assert_psql_fails(&out, "server does not support SSL");
 }
 
 #[test]
@@ -241,7 +199,7 @@ fn verify_ca_requires_a_client_certificate() {
         ],
         "SELECT 1",
     );
-    assert_eq!(assert_ok(&out, &s.pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &s.pgring).trim(), "1");
     // No certificate: the handshake fails, and pgring logs why.
     let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
     assert!(!out.status.success());
@@ -315,7 +273,7 @@ fn protocols_limit_the_tls_version() {
     };
     let tls12 = start("tlsv1.2");
     let out = psql(tls12.port(), &[("PGSSLMODE", "require")], "\\conninfo");
-    let info = assert_ok(&out, &tls12);
+    let info = assert_psql_ok(&out, &tls12);
     assert!(info.contains("TLSv1.2"), "{info}");
     let tls13 = start("tlsv1.3");
     let out = psql(
@@ -328,7 +286,7 @@ fn protocols_limit_the_tls_version() {
     );
     assert!(!out.status.success(), "a TLS 1.2 client got through");
     let out = psql(tls13.port(), &[("PGSSLMODE", "require")], "\\conninfo");
-    assert!(assert_ok(&out, &tls13).contains("TLSv1.3"));
+    assert!(assert_psql_ok(&out, &tls13).contains("TLSv1.3"));
 }
 
 #[test]
@@ -395,7 +353,7 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
             "SELECT 1",
         )
     };
-    assert_eq!(assert_ok(&verify(&old_root), &s.pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&verify(&old_root), &s.pgring).trim(), "1");
     assert!(!verify(&new_root).status.success());
 
     let (cert, key) = new_ca.leaf(
@@ -437,7 +395,7 @@ fn reload_swaps_the_certificate_and_keeps_it_when_broken() {
     assert!(line.contains("reload failed"), "{line}");
     assert!(line.contains("client_tls_key_file"), "{line}");
     assert!(line.contains("server.key"), "{line}");
-    assert_eq!(assert_ok(&verify(&new_root), &s.pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&verify(&new_root), &s.pgring).trim(), "1");
 }
 
 #[test]
@@ -637,7 +595,7 @@ fn ciphers_and_curves_limit_the_handshake() {
          client_tls_ecdhcurve = \"secp384r1\"",
     );
     let out = psql(tls12.port(), &[("PGSSLMODE", "require")], "\\conninfo");
-    let info = assert_ok(&out, &tls12);
+    let info = assert_psql_ok(&out, &tls12);
     assert!(
         info.contains("TLSv1.2") && info.contains("ECDHE-ECDSA-CHACHA20-POLY1305"),
         "{info}"
@@ -683,7 +641,7 @@ fn ciphers_and_curves_limit_the_handshake() {
         "client_tls13_ciphers = \"TLS_CHACHA20_POLY1305_SHA256\"",
     );
     let out = psql(tls13.port(), &[("PGSSLMODE", "require")], "\\conninfo");
-    let info = assert_ok(&out, &tls13);
+    let info = assert_psql_ok(&out, &tls13);
     assert!(
         info.contains("TLSv1.3") && info.contains("TLS_CHACHA20_POLY1305_SHA256"),
         "{info}"
@@ -748,7 +706,7 @@ fn crl_refuses_a_revoked_client_certificate() {
             "SELECT 1",
         )
     };
-    assert_eq!(assert_ok(&login_with(777), &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&login_with(777), &pgring).trim(), "1");
     let out = login_with(666);
     assert!(!out.status.success(), "a revoked certificate got through");
     // psql may be gone before pgring has written its log line.
@@ -816,7 +774,7 @@ fn direct_tls_needs_alpn_postgresql() {
     assert_eq!(classic.conn.alpn_protocol(), Some(&b"postgresql"[..]));
     login(&mut classic).expect("login after SSLRequest with ALPN");
     let out = psql(port, &[("PGSSLMODE", "require")], "SELECT 1");
-    assert_eq!(assert_ok(&out, &pgring).trim(), "1");
+    assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
 
     // Direct TLS without ALPN: the handshake completes, then pgring hangs up.
     let mut bare = tls_connect(

@@ -138,6 +138,61 @@ fn psql_cmd_with(psql: PathBuf, port: u16, user: &str, password: &str, db: &str)
     cmd
 }
 
+/// psql through pgring at 127.0.0.1:`port` to database `app` as `user`, running `sql`, with
+/// libpq's TLS settings cleared first (no `PGSSL*`, no channel binding, and client
+/// certificate paths that do not exist, so that files in `~/.postgresql` play no part:
+/// a root.crt there would turn `require` into `verify-ca`), then `env` on top.
+pub fn psql_tls(port: u16, user: &str, password: &str, env: &[(&str, &str)], sql: &str) -> Output {
+    let mut cmd = psql_cmd(port, user, password, "app");
+    for var in [
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGREQUIRESSL",
+        "PGCHANNELBINDING",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("PGSSLCERT", "/nonexistent/postgresql.crt")
+        .env("PGSSLKEY", "/nonexistent/postgresql.key");
+    cmd.envs(env.iter().copied());
+    cmd.arg("-c").arg(sql);
+    cmd.output().expect("run psql")
+}
+
+/// A command's output as text.
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Checks that psql succeeded (showing pgring's log when not) and returns its stdout.
+#[track_caller]
+pub fn assert_psql_ok(out: &Output, pgring: &Pgring) -> String {
+    assert!(
+        out.status.success(),
+        "psql failed: {}\n--- pgring.log ---\n{}",
+        text(&out.stderr),
+        pgring.log()
+    );
+    text(&out.stdout)
+}
+
+/// Checks that psql failed with `needle` in its error.
+#[track_caller]
+pub fn assert_psql_fails(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "psql succeeded: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(needle),
+        "expected {needle:?} in psql's error: {}",
+        text(&out.stderr)
+    );
+}
+
 /// `pgbench` aimed at 127.0.0.1:`port` through `PG*` variables; add its arguments.
 pub fn pgbench_cmd(port: u16, user: &str, password: &str, db: &str) -> Command {
     let mut cmd = Command::new(client_binary("pgbench"));
