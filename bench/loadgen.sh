@@ -281,6 +281,10 @@ start_pooler() { # name
         pgbouncer*)
             log "starting $name on port ${PORT[$name]} ($("$PGBOUNCER_BIN" --version | head -n1))"
             launch_pgbouncer "${CONF[$name]}" "${PORT[$name]}" "$name"
+            # runuser goes through PAM (pam_limits), which resets the soft open-files limit:
+            # give PgBouncer ours back, as pgring inherits it.
+            prlimit --pid "$LAUNCHED_PID" --nofile="$(ulimit -n):$(ulimit -Hn)" ||
+                log "could not raise $name's open-files limit (prlimit)"
             ;;
     esac
     PID[$name]=$LAUNCHED_PID
