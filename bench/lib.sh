@@ -347,7 +347,11 @@ launch_pgbouncer() {
     logfile=$(sed -n 's/^logfile = //p' "$ini")
     find_pgbouncer
     rm -f "$pidfile"
-    as_pg "$PGBOUNCER_BIN" -d "$ini" >"$ini.stderr" 2>&1 || {
+    # runuser goes through PAM, whose pam_limits resets the soft open-files limit (to 1024,
+    # typically): raise it again to the hard limit, which the caller may have set (ulimit -n).
+    # shellcheck disable=SC2016
+    as_pg bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"' pgbouncer \
+        "$PGBOUNCER_BIN" -d "$ini" >"$ini.stderr" 2>&1 || {
         show_log "$ini.stderr"
         show_log "$logfile"
         die "$name failed to start"

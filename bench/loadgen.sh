@@ -281,10 +281,7 @@ start_pooler() { # name
         pgbouncer*)
             log "starting $name on port ${PORT[$name]} ($("$PGBOUNCER_BIN" --version | head -n1))"
             launch_pgbouncer "${CONF[$name]}" "${PORT[$name]}" "$name"
-            # runuser goes through PAM (pam_limits), which resets the soft open-files limit:
-            # give PgBouncer ours back, as pgring inherits it.
-            prlimit --pid "$LAUNCHED_PID" --nofile="$(ulimit -n):$(ulimit -Hn)" ||
-                log "could not raise $name's open-files limit (prlimit)"
+            note "open files limit: $(sed -n 's/^Max open files *\([0-9]*\).*/\1/p' "/proc/$LAUNCHED_PID/limits")"
             ;;
     esac
     PID[$name]=$LAUNCHED_PID
