@@ -249,6 +249,7 @@ def aggregate(runs):
                 "rss_before_kb": med([(x.get("pid") or {}).get("rss_before_kb") for x in reps]),
                 "rss_holding_kb": med([(x.get("pid") or {}).get("rss_holding_kb") for x in reps]),
                 "connected_median": med([x.get("connected") for x in reps]),
+                "rss_all_open": all((x.get("pid") or {}).get("all_open", True) for x in reps),
                 "clients": next((x.get("clients") or x.get("concurrency") for x in reps), None),
             }
             rows[t] = row
@@ -503,10 +504,11 @@ def markdown(meta, agg, pgbench, json_path, plots_dir, note):
                 if not row:
                     continue
                 b = row["rss_bytes_per_connection_median"]
+                partial = "" if row["rss_all_open"] or b is None else " ¹"
                 L.append(
                     f"| {title(w)} | {t} | {num(row['connected_median'])} of {num(row['clients'])} "
                     f"| {num(row['rss_before_kb'])} | {num(row['rss_holding_kb'])} "
-                    f"| {'—' if b is None else f'{b:,.0f} B ({b / 1024:.1f} kB)'} "
+                    f"| {'—' if b is None else f'{b:,.0f} B ({b / 1024:.1f} kB){partial}'} "
                     f"| {num(row['cpu_us_median'], 1)} | {num(row['p50_median'])} | {errs(row)} |"
                 )
         L.append("")
@@ -514,6 +516,13 @@ def markdown(meta, agg, pgbench, json_path, plots_dir, note):
             "RSS per connection = (VmRSS while all connections are held − VmRSS before opening) / "
             "connections held. The CPU column covers the whole idle run per connection: login, hold, close."
         )
+        if any(not get(agg, w, t, "rss_all_open") for w in idle for t in POOLERS if agg[w]["targets"].get(t)):
+            L.append("")
+            L.append(
+                "¹ Not every connection had opened before the end of the run (the opening was "
+                "slower than the time allowed): the RSS was read just before the end and divided "
+                "by the connections held then (the \"held\" column)."
+            )
         L.append("")
 
     if pgbench:
