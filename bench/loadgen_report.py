@@ -8,7 +8,9 @@ Two modes:
   loadgen_report.py --runs-dir DIR [--json FILE] [--plots DIR] [--markdown FILE]
       reads DIR/runs.tsv, DIR/meta.tsv, the loadgen reports DIR/<n>.json and the pgbench
       outputs, prints the Markdown section on stdout, and writes the JSON, the SVG plots and
-      the appended section when asked.
+      the appended section when asked;
+  loadgen_report.py --from-json bench/results/STAMP.json --plots DIR
+      redraws the comparison plots of a recorded run.
 
 Standard library only.
 """
@@ -592,6 +594,10 @@ def nice_max(v):
     return 10 * p
 
 
+def label(v):
+    return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
 def bar_panel(x0, y0, w, h, heading, groups, series, unit):
     """Grouped vertical bars: groups on x, one bar per series in each; values labelled."""
     out = []
@@ -605,7 +611,7 @@ def bar_panel(x0, y0, w, h, heading, groups, series, unit):
         v = top * i / 5
         y = py + ph - ph * i / 5
         out.append(f'<line x1="{px}" y1="{y:.1f}" x2="{px + pw}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{px - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{v:,.6g}</text>')
+        out.append(f'<text x="{px - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{label(v)}</text>')
     out.append(f'<text x="{x0 + 12}" y="{py + ph / 2}" font-size="10" transform="rotate(-90 {x0 + 12} {py + ph / 2})" text-anchor="middle">{esc(unit)}</text>')
     n = max(len(groups), 1)
     gw = pw / n
@@ -620,7 +626,7 @@ def bar_panel(x0, y0, w, h, heading, groups, series, unit):
             bh = ph * v / top
             bx = gx + si * bw
             out.append(f'<rect x="{bx:.1f}" y="{py + ph - bh:.1f}" width="{bw * 0.92:.1f}" height="{bh:.1f}" fill="{color}"/>')
-            out.append(f'<text x="{bx + bw * 0.46:.1f}" y="{py + ph - bh - 3:.1f}" text-anchor="middle" font-size="9">{v:,.3g}</text>')
+            out.append(f'<text x="{bx + bw * 0.46:.1f}" y="{py + ph - bh - 3:.1f}" text-anchor="middle" font-size="9">{label(v)}</text>')
         out.append(f'<text x="{px + gi * gw + gw / 2:.1f}" y="{py + ph + 14}" text-anchor="middle" font-size="10">{esc(g)}</text>')
     out.append(f'<line x1="{px}" y1="{py + ph}" x2="{px + pw}" y2="{py + ph}" stroke="#333"/>')
     # Legend.
@@ -646,8 +652,14 @@ def svg(width, height, parts, heading):
 def plot_workload(w, data):
     pct = [("p50", "p50_median"), ("p90", "p90_median"), ("p99", "p99_median"), ("p99.9", "p999_median")]
     targets = [t for t in TARGETS if t in data["targets"] and data["targets"][t]["runs_ok"]]
-    series = [(t, COLORS[t], [data["targets"][t][k] for _, k in pct]) for t in targets]
-    parts = [p for p in bar_panel(0, 24, 520, 300, "latency percentiles (median of rounds)", [p for p, _ in pct], series, "µs")]
+    values = [data["targets"][t][k] for t in targets for _, k in pct]
+    # Milliseconds when the latencies are long (queueing behind a pool, a loaded machine).
+    div, unit_lat = (1000.0, "ms") if max([v or 0 for v in values] or [0]) >= 20000 else (1.0, "µs")
+    series = [
+        (t, COLORS[t], [None if data["targets"][t][k] is None else data["targets"][t][k] / div for _, k in pct])
+        for t in targets
+    ]
+    parts = bar_panel(0, 24, 520, 300, f"latency percentiles, {unit_lat} (median of rounds)", [p for p, _ in pct], series, unit_lat)
     unit = "pooler CPU µs per " + ("login" if data["mode"] == "handshake" else "transaction")
     cpu_series = [(t, COLORS[t], [data["targets"][t]["cpu_us_median"]]) for t in POOLERS if t in targets]
     parts += bar_panel(520, 24, 260, 300, "pooler CPU per operation", ["pooler"], cpu_series, unit)
@@ -708,7 +720,7 @@ def write_plots(agg, plots_dir, runs_dir):
         with open(os.path.join(plots_dir, "idle.svg"), "w", encoding="utf-8") as f:
             f.write(plot_idle(agg))
     src = os.path.join(runs_dir, "plots")
-    if os.path.isdir(src):
+    if runs_dir and os.path.isdir(src):
         dst = os.path.join(plots_dir, "loadgen")
         os.makedirs(dst, exist_ok=True)
         for name in sorted(os.listdir(src)):
@@ -719,6 +731,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--summarise-run", metavar="LOADGEN_JSON")
     ap.add_argument("--runs-dir")
+    ap.add_argument("--from-json", help="redraw the plots of a recorded run (with --plots)")
     ap.add_argument("--json")
     ap.add_argument("--plots")
     ap.add_argument("--markdown")
@@ -727,6 +740,14 @@ def main():
 
     if a.summarise_run:
         print(summarise_run(a.summarise_run))
+        return 0
+    if a.from_json:
+        # Redraws the comparison plots of a recorded run (its loadgen/ plots stay as they are).
+        with open(a.from_json, encoding="utf-8") as f:
+            doc = json.load(f)
+        if not a.plots:
+            ap.error("--from-json needs --plots")
+        write_plots(doc["summary"], a.plots, "")
         return 0
     if not a.runs_dir:
         ap.error("--runs-dir or --summarise-run is required")
