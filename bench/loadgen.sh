@@ -3,7 +3,7 @@
 # handshakes, transactions (closed and open loop), idle connections, and a pgbench cross-check.
 #
 #   bench/loadgen.sh            # 3 rounds: about 12-13 minutes on 2 cores
-#   bench/loadgen.sh --quick    # 1 short round, fewer clients: about 2-3 minutes, a smoke test
+#   bench/loadgen.sh --quick    # 1 short round, fewer clients: about 2.5 minutes (4 on a busy machine), a smoke test
 #
 # Options (and environment variables):
 #   --quick                         1 round, 2 s per tx run, 1.5 s per handshake run,
