@@ -2,7 +2,7 @@
 # pgring against PgBouncer and direct PostgreSQL with loadgen, in one run on this machine:
 # handshakes, transactions (closed and open loop), idle connections, and a pgbench cross-check.
 #
-#   bench/loadgen.sh            # 3 rounds: about 12-13 minutes on 2 cores
+#   bench/loadgen.sh            # 3 rounds: 12-14 minutes on 2 cores
 #   bench/loadgen.sh --quick    # 1 short round, fewer clients: about 2.5 minutes (4 on a busy machine), a smoke test
 #
 # Options (and environment variables):
