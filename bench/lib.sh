@@ -26,6 +26,8 @@ PGRING_PID=""
 PGRING_PORT=""
 PGBOUNCER_PID=""
 PGBOUNCER_PORT=""
+LIB_EXTRA_PIDS=()  # more processes to stop on exit (launch_pgring, launch_pgbouncer)
+LAUNCHED_PID=""    # set by launch_pgring / launch_pgbouncer
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -132,6 +134,10 @@ lib_cleanup() {
         wait "$PGRING_PID" 2>/dev/null
     fi
     [[ -n "$PGBOUNCER_PID" ]] && stop_pid "$PGBOUNCER_PID" 10
+    local extra
+    for extra in "${LIB_EXTRA_PIDS[@]}"; do
+        stop_pid "$extra" 10
+    done
     if [[ -n "$PG_DATA" && -f "$PG_DATA/postmaster.pid" ]]; then
         as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t 20 stop >/dev/null 2>&1 ||
             stop_pid "$(head -n1 "$PG_DATA/postmaster.pid" 2>/dev/null)" 10
@@ -318,6 +324,82 @@ INI
     PGBOUNCER_PID=$(<"$dir/pgbouncer.pid")
     wait_sql_ready "$PGBOUNCER_PORT" "$PGBOUNCER_PID" "$dir/pgbouncer.log" 30 pgbouncer
     note "pgbouncer is up (pid $PGBOUNCER_PID)"
+}
+
+# launch_pgring CONFIG LOG PORT NAME: starts ${PGRING_BIN:-target/release/pgring} with a
+# config written by the caller, waits until it answers SQL on PORT, sets $LAUNCHED_PID.
+# The process is stopped on exit (LIB_EXTRA_PIDS) unless stopped earlier with stop_pid.
+launch_pgring() {
+    local config=$1 logfile=$2 port=$3 name=$4
+    "${PGRING_BIN:-$REPO_ROOT/target/release/pgring}" --config "$config" >"$logfile" 2>&1 &
+    LAUNCHED_PID=$!
+    LIB_EXTRA_PIDS+=("$LAUNCHED_PID")
+    wait_sql_ready "$port" "$LAUNCHED_PID" "$logfile" 30 "$name"
+}
+
+# launch_pgbouncer INI PORT NAME: starts PgBouncer as a daemon (as $PG_OS_USER when root)
+# with an ini written by the caller, which must set `pidfile` and `logfile`; waits until it
+# answers SQL on PORT and sets $LAUNCHED_PID. Stopped on exit like launch_pgring's.
+launch_pgbouncer() {
+    local ini=$1 port=$2 name=$3
+    local pidfile logfile
+    pidfile=$(sed -n 's/^pidfile = //p' "$ini")
+    logfile=$(sed -n 's/^logfile = //p' "$ini")
+    find_pgbouncer
+    rm -f "$pidfile"
+    # runuser goes through PAM, whose pam_limits resets the soft open-files limit (to 1024,
+    # typically): raise it again to the hard limit, which the caller may have set (ulimit -n).
+    # shellcheck disable=SC2016
+    as_pg bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"' pgbouncer \
+        "$PGBOUNCER_BIN" -d "$ini" >"$ini.stderr" 2>&1 || {
+        show_log "$ini.stderr"
+        show_log "$logfile"
+        die "$name failed to start"
+    }
+    local deadline=$((SECONDS + 20))
+    until [[ -s "$pidfile" ]]; do
+        if ((SECONDS >= deadline)); then
+            show_log "$logfile"
+            die "$name wrote no pid file"
+        fi
+        sleep 0.1
+    done
+    LAUNCHED_PID=$(<"$pidfile")
+    LIB_EXTRA_PIDS+=("$LAUNCHED_PID")
+    wait_sql_ready "$port" "$LAUNCHED_PID" "$logfile" 30 "$name"
+}
+
+# make_tls_certs DIR: an ECDSA P-256 CA (DIR/ca.crt) and a server certificate for 127.0.0.1
+# and localhost signed by it (DIR/server.crt, key DIR/server.key, PKCS#8, mode 0600), made
+# with the openssl CLI. Owned by $PG_OS_USER when root, so that PostgreSQL and PgBouncer
+# may read the key too.
+make_tls_certs() {
+    local dir=$1
+    command -v openssl >/dev/null || die "openssl is needed for the certificates (apt-get install openssl)"
+    mkdir -p "$dir"
+    log "generating an ECDSA P-256 CA and server certificate (openssl) in $dir"
+    (
+        cd "$dir"
+        openssl ecparam -name prime256v1 -genkey -noout -out ca.key.sec1 &&
+            openssl pkcs8 -topk8 -nocrypt -in ca.key.sec1 -out ca.key &&
+            openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=pgring bench CA" \
+                -addext "basicConstraints=critical,CA:TRUE" \
+                -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt &&
+            openssl ecparam -name prime256v1 -genkey -noout -out server.key.sec1 &&
+            openssl pkcs8 -topk8 -nocrypt -in server.key.sec1 -out server.key &&
+            openssl req -new -key server.key -subj "/CN=127.0.0.1" -out server.csr &&
+            printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+                "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext &&
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+                -sha256 -extfile server.ext -out server.crt &&
+            rm -f ca.key.sec1 server.key.sec1 server.csr server.ext
+    ) >"$dir/openssl.log" 2>&1 || {
+        show_log "$dir/openssl.log"
+        die "openssl failed"
+    }
+    chmod 600 "$dir/server.key" "$dir/ca.key"
+    is_root && chown -R "$PG_OS_USER" "$dir"
+    note "$(openssl x509 -in "$dir/server.crt" -noout -subject), key $(openssl pkey -in "$dir/server.key" -noout -text 2>/dev/null | grep -m1 -o 'NIST CURVE: .*\|ASN1 OID: .*')"
 }
 
 # CPU time of process $1 in clock ticks: utime + stime (fields 14 and 15 of /proc/PID/stat,

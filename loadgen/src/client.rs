@@ -66,6 +66,16 @@ impl Shared {
         self.go.get().copied().unwrap_or(self.start)
     }
 
+    /// `tx`: when the measured run began, once it has.
+    pub fn go_time(&self) -> Option<Instant> {
+        self.go.get().copied()
+    }
+
+    /// How long the measured run lasts (`--duration`).
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
     /// Marks one of `clients` ready and waits (cooperatively) until all are, or until the
     /// login timeout has passed since the start; returns the measured run's start and
     /// deadline, the same for every client. Like pgbench, the clock starts once the

@@ -133,6 +133,10 @@ struct Common {
     /// Bind client sockets to these source addresses, round-robin (comma-separated).
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     source_addrs: Vec<IpAddr>,
+    /// Report this process's CPU time (utime + stime of all its threads, from
+    /// /proc/PID/stat) over the measured run, and per completed operation.
+    #[arg(long, value_name = "PID")]
+    cpu_pid: Option<u32>,
     /// Exit non-zero when errors / (completed + errors) exceeds this.
     #[arg(long, default_value_t = 0.01, value_name = "FRACTION")]
     max_error_rate: f64,
@@ -230,7 +234,44 @@ struct PidWatch {
     before_kb: u64,
     /// The last sample taken while every connection was open: (VmRSS kB, connections held).
     holding: Option<(u64, u64)>,
+    /// Whether every connection had been opened (or had failed) when `holding` was taken.
+    all_open: bool,
     last_sample: Option<Instant>,
+}
+
+/// `--cpu-pid`: the process's CPU ticks at both ends of the measured run.
+struct CpuWatch {
+    pid: u32,
+    /// The measured run's window is the whole run (`idle`), not start → start + duration.
+    whole_run: bool,
+    before: Option<(Instant, u64)>,
+    after: Option<(Instant, u64)>,
+}
+
+impl CpuWatch {
+    fn sample(&self) -> Option<(Instant, u64)> {
+        report::cpu_ticks(self.pid)
+            .ok()
+            .map(|t| (Instant::now(), t))
+    }
+
+    /// Takes the samples that are due: the first once the measured run has begun (`tx`:
+    /// when every client has logged in), the second when its duration has passed.
+    fn poll(&mut self, shared: &Shared, tx: bool) {
+        if self.before.is_none() {
+            let begun = if tx { shared.go_time().is_some() } else { true };
+            if begun {
+                self.before = self.sample();
+            }
+            return;
+        }
+        if self.after.is_none() && !self.whole_run {
+            let end = shared.measured_start() + shared.duration();
+            if Instant::now() >= end {
+                self.after = self.sample();
+            }
+        }
+    }
 }
 
 /// What [`run`] starts.
@@ -250,6 +291,7 @@ fn run(
     spec: &RunSpec,
     mut hdr: Option<&mut report::HdrLog>,
     mut pid: Option<&mut PidWatch>,
+    mut cpu: Option<&mut CpuWatch>,
 ) -> Result<(Stats, Duration)> {
     let RunSpec {
         mode,
@@ -339,11 +381,21 @@ fn run(
         merged
     };
     let idle = matches!(**mode, Mode::Idle);
+    let tx = matches!(**mode, Mode::Tx(_));
+    // Finer polling with --cpu-pid, so that its samples fall close to the window's ends.
+    let poll = if cpu.is_some() {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis(20)
+    };
     let mut last_completed = 0u64;
     let mut last_tick = started;
     let mut next_tick = started + Duration::from_secs(1);
     while finished.load(Ordering::SeqCst) < threads {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(poll);
+        if let Some(w) = cpu.as_deref_mut() {
+            w.poll(&shared, tx);
+        }
         let now = Instant::now();
         if let Some(w) = pid.as_deref_mut() {
             let (opens_done, connected) = per_thread.iter().fold((0, 0), |(o, c), s| {
@@ -362,8 +414,20 @@ fn run(
                     // process settle before the one that counts.
                     if w.last_sample.is_some() {
                         w.holding = Some((kb, connected));
+                        w.all_open = true;
                     }
                     w.last_sample = Some(now);
+                }
+            } else if w.holding.is_none()
+                && connected > 0
+                && now + Duration::from_millis(300) >= shared.deadline
+                && now + Duration::from_millis(100) < shared.deadline
+            {
+                // Not every connection opened in time (a slow or overloaded server): the
+                // memory of those held still counts, flagged with all_open = false.
+                if let Ok(kb) = report::rss_kb(w.pid) {
+                    w.holding = Some((kb, connected));
+                    w.all_open = opens_done >= clients as u64;
                 }
             }
         }
@@ -406,6 +470,14 @@ fn run(
             .map_err(|e| anyhow::anyhow!("joining an executor: {e}"))?;
     }
     let elapsed = shared.measured_start().elapsed();
+    if let Some(w) = cpu {
+        if w.before.is_none() {
+            w.before = w.sample();
+        }
+        if w.after.is_none() {
+            w.after = w.sample();
+        }
+    }
     let merged = merge();
     if let Some(log) = hdr {
         log.interval(started.elapsed(), &merged.named(mode.phases()))?;
@@ -535,8 +607,21 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             pid: p,
             before_kb: report::rss_kb(p).with_context(|| format!("--pid {p}"))?,
             holding: None,
+            all_open: false,
             last_sample: None,
         }),
+        None => None,
+    };
+    let mut cpu_watch = match common.cpu_pid {
+        Some(p) => {
+            report::cpu_ticks(p).with_context(|| format!("--cpu-pid {p}"))?;
+            Some(CpuWatch {
+                pid: p,
+                whole_run: matches!(mode, Mode::Idle),
+                before: None,
+                after: None,
+            })
+        }
         None => None,
     };
     let mode_name = mode.name();
@@ -565,7 +650,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         threads,
         clients,
     };
-    let (stats, elapsed) = run(shared.clone(), &spec, hdr.as_mut(), pid_watch.as_mut())?;
+    let (stats, elapsed) = run(
+        shared.clone(),
+        &spec,
+        hdr.as_mut(),
+        pid_watch.as_mut(),
+        cpu_watch.as_mut(),
+    )?;
 
     let secs = elapsed.as_secs_f64();
     let rate = stats.completed as f64 / secs.max(1e-9);
@@ -630,6 +721,40 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             .map(|(m, c)| json!({"message": m, "count": c}))
             .collect::<Vec<_>>(),
     });
+    if let Some(w) = &cpu_watch {
+        let hz = report::clk_tck();
+        let value = match (w.before, w.after) {
+            (Some((t0, c0)), Some((t1, c1))) => {
+                let seconds = c1.saturating_sub(c0) as f64 / hz as f64;
+                let per_op = (stats.completed > 0).then(|| seconds * 1e6 / stats.completed as f64);
+                println!(
+                    "pid {}: CPU {:.2} s over {:.2} s, {} µs per {}",
+                    w.pid,
+                    seconds,
+                    (t1 - t0).as_secs_f64(),
+                    per_op.map_or("-".into(), |u| format!("{u:.1}")),
+                    match *mode {
+                        Mode::Tx(_) => "transaction",
+                        Mode::Handshake { .. } => "login",
+                        Mode::Idle => "connection",
+                    }
+                );
+                json!({
+                    "pid": w.pid,
+                    "clk_tck": hz,
+                    "ticks_before": c0,
+                    "ticks_after": c1,
+                    "window_s": ((t1 - t0).as_secs_f64() * 1000.0).round() / 1000.0,
+                    "cpu_seconds": seconds,
+                    "us_per_completed": per_op.map(|u| (u * 100.0).round() / 100.0),
+                })
+            }
+            _ => {
+                json!({ "pid": w.pid, "clk_tck": hz, "cpu_seconds": null, "us_per_completed": null })
+            }
+        };
+        report["cpu"] = value;
+    }
     if stats.tls_logins > 0 {
         println!(
             "tls {}  logins over TLS {}  resumed {}  channel binding {}",
@@ -692,6 +817,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     "rss_before_kb": w.before_kb,
                     "rss_holding_kb": holding_kb,
                     "bytes_per_connection": per_conn.map(|b| b.round()),
+                    "all_open": w.all_open,
                 });
                 println!(
                     "pid {}: VmRSS {} kB before, {} while holding, {} bytes per connection",

@@ -78,6 +78,35 @@ pub fn rss_kb(pid: u32) -> Result<u64> {
     parse_vm_rss(&text).ok_or_else(|| anyhow!("{path} has no VmRSS line"))
 }
 
+/// CPU time of process `pid` in clock ticks: utime + stime (fields 14 and 15 of
+/// `/proc/PID/stat`), which cover all its threads, live and exited.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_ticks(&text).ok_or_else(|| anyhow!("{path}: no utime/stime fields"))
+}
+
+/// Fields are counted after the `)` closing the command name, which may hold spaces.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // rest starts at field 3 (state): utime (14) is its 12th word, stime (15) its 13th.
+    let mut words = rest.split_whitespace().skip(11);
+    let utime: u64 = words.next()?.parse().ok()?;
+    let stime: u64 = words.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (`getconf CLK_TCK`).
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line["VmRSS:".len()..]
@@ -252,6 +281,15 @@ mod tests {
         assert_eq!(parse_vm_rss(status), Some(12345));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         assert!(rss_kb(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_ticks_parsing() {
+        let stat = "1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 250 17 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(267));
+        assert_eq!(parse_cpu_ticks("1 (x) S 1 2"), None);
+        assert!(cpu_ticks(std::process::id()).is_ok());
+        assert!(clk_tck() > 0);
     }
 
     #[test]

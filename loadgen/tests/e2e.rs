@@ -568,6 +568,8 @@ fn idle_holds_connections_from_several_source_addresses() {
             "127.0.0.1,127.0.0.2",
             "--pid",
             &pid,
+            "--cpu-pid",
+            &pid,
             "--json",
         ])
         .arg(&json)
@@ -610,6 +612,20 @@ fn idle_holds_connections_from_several_source_addresses() {
     );
     assert!(
         report["pid"]["bytes_per_connection"].is_number(),
+        "{report}"
+    );
+    // --cpu-pid: the postmaster's CPU over the whole idle run (it forked 20 backends).
+    assert_eq!(
+        report["cpu"]["pid"].as_u64(),
+        Some(pg.pid().unwrap() as u64)
+    );
+    assert!(report["cpu"]["cpu_seconds"].is_number(), "{report}");
+    assert!(
+        report["cpu"]["ticks_after"].as_u64() >= report["cpu"]["ticks_before"].as_u64(),
+        "{report}"
+    );
+    assert!(
+        report["cpu"]["window_s"].as_f64().unwrap() > 2.0,
         "{report}"
     );
     // Released at the end.
