@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# pgring's quick start in one command: builds pgring, starts a throwaway PostgreSQL, puts
-# pgring in front of it and runs pgbench through it.
+# pgring's quick start in one command: builds pgring and loadgen, starts a throwaway
+# PostgreSQL, puts pgring in front of it and runs loadgen through it.
 #
-#   scripts/demo.sh                  # 10 s of pgbench -S -c 50 -j 2 through pgring
-#   DEMO_SECONDS=30 scripts/demo.sh  # longer run
+#   scripts/demo.sh                  # 3 s of logins, then 10 s of transactions, 50 clients
+#   DEMO_SECONDS=30 scripts/demo.sh  # longer transaction run
 #
 # Steps:
 #   1. scripts/install-deps.sh (PostgreSQL, pgbench, psql, pgbouncer when missing);
-#   2. cargo build --release --locked -p pgring;
+#   2. cargo build --release --locked -p pgring -p loadgen;
 #   3. a PostgreSQL cluster in a temp folder on a free port, SCRAM authentication,
-#      role app (password apppass) owning database app; `pgbench -i -s 1` directly on it;
+#      role app (password apppass) owning database app;
 #   4. pgring on another free port: transaction pooling, one shard per core, pool size 20,
 #      md5 authentication against a userlist.txt holding the plaintext password;
-#   5. `pgbench -S -c 50 -j 2 -T $DEMO_SECONDS` through pgring, then pgbench's summary and
-#      the CPU time pgring spent per transaction.
+#   5. `loadgen handshake` (connect, log in, leave; 4 at a time) for 3 s, then
+#      `loadgen tx` (50 clients running SELECT 1 through a pool of 20) for $DEMO_SECONDS s,
+#      each printing its latency table and the CPU time pgring spent per operation.
 # Everything (processes, temp folder) is removed on exit, on failure and on Ctrl-C.
 # KEEP_ON_FAILURE=1 keeps the temp folder (logs, configs) when something fails.
 set -euo pipefail
@@ -26,55 +27,39 @@ DEMO_SECONDS=${DEMO_SECONDS:-10}
 [[ "$DEMO_SECONDS" =~ ^[1-9][0-9]*$ ]] || die "DEMO_SECONDS must be a positive integer (got '$DEMO_SECONDS')"
 CLIENTS=50
 POOL_SIZE=20
+LOADGEN=$PWD/target/release/loadgen
 
 log "installing dependencies when missing (scripts/install-deps.sh)"
 scripts/install-deps.sh >&2
 
-log "building pgring (cargo build --release --locked -p pgring)"
-cargo build --release --locked -p pgring >&2
+log "building pgring and loadgen (cargo build --release --locked -p pgring -p loadgen)"
+cargo build --release --locked -p pgring -p loadgen >&2
 
 lib_init
 SHARDS=$(nproc)
 
 start_postgres "max_connections = 100"
+start_pgring "$SHARDS" "$POOL_SIZE"
+TARGET="host=127.0.0.1 port=$PGRING_PORT user=$APP_USER password=$APP_PASSWORD dbname=$APP_DB sslmode=disable"
 
-log "initialising pgbench tables directly on PostgreSQL (pgbench -i -s 1)"
-PGPASSWORD=$APP_PASSWORD pgbench -i -s 1 -q -h 127.0.0.1 -p "$PG_PORT" -U "$APP_USER" "$APP_DB" \
-    >"$WORK/pgbench-init.log" 2>&1 || {
-    show_log "$WORK/pgbench-init.log"
-    die "pgbench -i failed"
+run_loadgen() {
+    local what=$1
+    shift
+    log "$what"
+    local rc=0
+    "$LOADGEN" "$@" --cpu-pid "$PGRING_PID" >"$WORK/loadgen.out" 2>"$WORK/loadgen.err" || rc=$?
+    echo
+    cat "$WORK/loadgen.out"
+    if ((rc != 0)); then
+        show_log "$WORK/loadgen.err"
+        show_log "$WORK/pgring.log"
+        die "loadgen through pgring failed (exit $rc)"
+    fi
 }
 
-start_pgring "$SHARDS" "$POOL_SIZE"
-
-log "running pgbench -S -c $CLIENTS -j 2 -T $DEMO_SECONDS through pgring (port $PGRING_PORT)"
-before=$(cpu_ticks "$PGRING_PID")
-rc=0
-PGPASSWORD=$APP_PASSWORD pgbench -S -n -c "$CLIENTS" -j 2 -T "$DEMO_SECONDS" \
-    -h 127.0.0.1 -p "$PGRING_PORT" -U "$APP_USER" "$APP_DB" \
-    >"$WORK/pgbench.out" 2>"$WORK/pgbench.err" || rc=$?
-after=$(cpu_ticks "$PGRING_PID")
-
-if ((rc != 0)); then
-    cat "$WORK/pgbench.out"
-    show_log "$WORK/pgbench.err"
-    show_log "$WORK/pgring.log"
-    die "pgbench through pgring failed (exit $rc)"
-fi
-
-echo
-echo "pgbench through pgring:"
-cat "$WORK/pgbench.out"
-
-tx=$(pgbench_field "$WORK/pgbench.out" '^number of transactions actually processed: ([0-9]+).*')
-[[ -n "$tx" && "$tx" -gt 0 ]] || die "pgbench processed no transactions"
-python3 - "$before" "$after" "$CLK_TCK" "$tx" "$SHARDS" <<'PY'
-import sys
-before, after, hz, tx, shards = (int(a) for a in sys.argv[1:])
-cpu = (after - before) / hz
-print()
-print(f"pgring ({shards} shard(s)): {cpu:.2f} CPU seconds for {tx} transactions"
-      f" = {cpu / tx:.3e} CPU seconds ({cpu / tx * 1e6:.1f} µs) per transaction")
-PY
+run_loadgen "logins through pgring: loadgen handshake, 4 at a time, 3 s (port $PGRING_PORT)" \
+    handshake "$TARGET" --concurrency 4 --duration 3
+run_loadgen "transactions through pgring: loadgen tx, $CLIENTS clients, pool $POOL_SIZE, ${DEMO_SECONDS} s" \
+    tx "$TARGET" --clients "$CLIENTS" --duration "$DEMO_SECONDS"
 
 log "done; stopping pgring and PostgreSQL"
