@@ -54,4 +54,4 @@ inferno-flamegraph --title "pgring, pgbench -S -c 50 (transaction pooling, $SHAR
 log "wrote $OUT"
 log "hottest symbols (self time):"
 perf report -i "$WORK/perf.data" --no-children -g none --sort dso,symbol 2>/dev/null |
-    grep '%' | head -25
+    grep "%" | head -25 || true
