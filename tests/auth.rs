@@ -222,6 +222,8 @@ fn hba_rules_decide_each_login() {
     // neither does any other.
     let out = psql(port, "plain", "plainpw", &plain, "SELECT 1");
     assert_eq!(assert_psql_ok(&out, &pgring).trim(), "1");
+    let out = psql(port, "plain", "wrong", &plain, "SELECT 1");
+    assert_psql_fails(&out, "password authentication failed for user \"plain\"");
     let out = psql(port, "plain", "plainpw", &tls, "SELECT 1");
     assert_psql_fails(
         &out,
@@ -233,6 +235,47 @@ fn hba_rules_decide_each_login() {
     assert_psql_fails(
         &out,
         "no pg_hba.conf entry for host \"127.0.0.1\", user \"nobody\", database \"app\", no encryption",
+    );
+}
+
+#[test]
+fn hba_rules_see_ipv6_clients() {
+    let pg = cluster();
+    let config = forced_user_config(&pg, "auth_type = \"hba\"\nauth_hba_file = \"hba.conf\"")
+        .replace("listen_addr = \"127.0.0.1\"", "listen_addr = \"::1\"");
+    let pgring = Pgring::start(
+        &config,
+        &[
+            ("userlist.txt", "\"app\" \"apppass\"\n\"six\" \"pw\"\n"),
+            (
+                "hba.conf",
+                "host app app 127.0.0.1/32 reject\n\
+                 host app app ::1/128 md5\n\
+                 host app six 0.0.0.0/0 trust\n",
+            ),
+        ],
+    );
+    let over_ipv6 = |user: &str, password: &str| {
+        psql(
+            pgring.port(),
+            user,
+            password,
+            &[("PGHOST", "::1")],
+            "SELECT 1",
+        )
+    };
+    assert_eq!(
+        assert_psql_ok(&over_ipv6("app", "apppass"), &pgring).trim(),
+        "1"
+    );
+    assert_psql_fails(
+        &over_ipv6("app", "wrong"),
+        "password authentication failed for user \"app\"",
+    );
+    // An IPv4 rule never holds an IPv6 client.
+    assert_psql_fails(
+        &over_ipv6("six", "pw"),
+        "no pg_hba.conf entry for host \"::1\", user \"six\", database \"app\", no encryption",
     );
 }
 
