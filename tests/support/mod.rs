@@ -713,7 +713,9 @@ impl Pgring {
     /// Writes `config_toml` as `pgring.toml` and each `(name, contents)` of `files` into a
     /// fresh temp folder, starts `pgring --config <dir>/pgring.toml` with stdout and stderr
     /// going to `<dir>/pgring.log`, and waits until `listen_port` (read from the config;
-    /// `listen_addr` too when it is a concrete address) accepts TCP connections.
+    /// `listen_addr` too when it is a concrete address) accepts TCP connections and pgring
+    /// has logged that every shard listens (the Unix socket included). The config must not
+    /// set `logfile`: the log is read from pgring's stderr.
     ///
     /// The text `{dir}` in the config and the files is replaced by the folder's path (handy
     /// for `unix_socket_dir`, `auth_file`, `logfile`...).
@@ -783,7 +785,11 @@ impl Pgring {
                     self.log()
                 );
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)).is_ok() {
+            // The TCP port may answer (any shard) before shard 0 has bound the Unix
+            // socket; pgring logs "listening on" once every shard is listening.
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)).is_ok()
+                && self.log().contains(" listening on ")
+            {
                 return;
             }
             assert!(
