@@ -233,6 +233,10 @@ impl Runtime {
                 config.pooler.unix_socket_dir != running.pooler.unix_socket_dir,
             ),
             ("shards", config.pooler.shards != running.pooler.shards),
+            (
+                "listen_backlog",
+                config.pooler.listen_backlog != running.pooler.listen_backlog,
+            ),
         ] {
             if changed {
                 log::warn!("reload: {key} changed; it takes effect only after a restart");

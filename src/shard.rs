@@ -399,7 +399,7 @@ pub fn bind(shard_id: usize, config: &Config) -> Result<Listeners, String> {
             None
         } else {
             let addr = resolve_listen(&p.listen_addr, p.listen_port)?;
-            Some(net::bind_tcp(addr, 1024).map_err(|e| {
+            Some(net::bind_tcp(addr, p.listen_backlog as i32).map_err(|e| {
                 format!("could not listen on {addr} (listen_addr, listen_port): {e}")
             })?)
         };
@@ -415,7 +415,7 @@ pub fn bind(shard_id: usize, config: &Config) -> Result<Listeners, String> {
                 }
                 let _ = std::fs::remove_file(&path);
             }
-            Some(net::bind_unix(&path, 1024).map_err(|e| {
+            Some(net::bind_unix(&path, p.listen_backlog as i32).map_err(|e| {
                 format!(
                     "could not listen on {} (unix_socket_dir): {e}",
                     path.display()

@@ -139,6 +139,9 @@ pub struct PoolerConfig {
     pub listen_addr: String,
     /// TCP port, and the number in the Unix socket's name. Default 6432.
     pub listen_port: u16,
+    /// Backlog of each listening socket (every shard's TCP listener and the Unix socket).
+    /// Default 1024.
+    pub listen_backlog: u32,
     /// Folder of the Unix socket `.s.PGSQL.<listen_port>`; `None` when the key is empty.
     /// Default `/tmp`.
     pub unix_socket_dir: Option<PathBuf>,

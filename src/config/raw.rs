@@ -142,6 +142,7 @@ impl Default for PoolerConfig {
         PoolerConfig {
             listen_addr: "127.0.0.1".into(),
             listen_port: 6432,
+            listen_backlog: 1024,
             unix_socket_dir: Some(PathBuf::from("/tmp")),
             shards: available_cores(),
             auth_type: AuthType::Md5,
@@ -248,6 +249,7 @@ struct RawConfig {
 struct RawPooler {
     listen_addr: Option<String>,
     listen_port: Option<Spanned<u16>>,
+    listen_backlog: Option<Spanned<u32>>,
     unix_socket_dir: Option<String>,
     shards: Option<usize>,
 
@@ -819,6 +821,16 @@ impl Ctx<'_> {
             }
             p.listen_port = v.into_inner();
         }
+        if let Some(v) = r.listen_backlog {
+            if *v.get_ref() == 0 || *v.get_ref() > i32::MAX as u32 {
+                return Err(self.invalid(
+                    v.span(),
+                    "pooler.listen_backlog",
+                    "expected 1 or more (the kernel caps it at net.core.somaxconn)",
+                ));
+            }
+            p.listen_backlog = v.into_inner();
+        }
         if let Some(v) = r.unix_socket_dir {
             p.unix_socket_dir = (!v.is_empty()).then(|| PathBuf::from(v));
         }
@@ -1162,6 +1174,7 @@ pub(super) fn render(config: &Config) -> String {
     let secs = |d: Duration| toml_seconds(d);
     kv("listen_addr", s(&p.listen_addr));
     kv("listen_port", p.listen_port.to_string());
+    kv("listen_backlog", p.listen_backlog.to_string());
     kv("unix_socket_dir", toml_path(&p.unix_socket_dir));
     kv("shards", p.shards.to_string());
     kv("auth_type", s(p.auth_type.name()));

@@ -866,3 +866,16 @@ fn edit_distance_works() {
     assert_eq!(edit_distance("", "abc"), 3);
     assert_eq!(edit_distance("host", "host"), 0);
 }
+
+#[test]
+fn listen_backlog() {
+    assert_eq!(ok("").pooler.listen_backlog, 1024);
+    let c = ok("[pooler]\nlisten_backlog = 4096\n");
+    assert_eq!(c.pooler.listen_backlog, 4096);
+    assert!(c.to_toml().contains("listen_backlog = 4096"));
+    assert_eq!(
+        err("[pooler]\nlisten_backlog = 0\n"),
+        "pgring.toml:2: pooler.listen_backlog: expected 1 or more (the kernel caps it at \
+         net.core.somaxconn)"
+    );
+}
