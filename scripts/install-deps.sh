@@ -2,7 +2,9 @@
 # Installs what pgring's tests and demo need, when it is missing (Debian/Ubuntu, apt):
 #   - PostgreSQL server + client (initdb, postgres, pg_isready, psql, pgbench) for the
 #     integration tests, which start their own throwaway clusters;
-#   - pgbouncer, the benchmark's reference point.
+#   - pgbouncer, the benchmark's reference point;
+#   - ss (iproute2), with which a test reads the backlog of pgring's listening sockets;
+#   - openssl, with which the benchmark makes its certificate.
 # Idempotent: runs `apt-get update` (once) only when something is missing. Uses sudo when
 # not root. Never starts services: Debian's own PostgreSQL cluster / pgbouncer service are
 # left alone if they exist, and nothing in the tests depends on them.
@@ -45,6 +47,15 @@ else
     log "pgbouncer: missing"
     missing+=(pgbouncer)
 fi
+
+for tool in ss:iproute2 openssl:openssl; do
+    if command -v "${tool%%:*}" >/dev/null 2>&1; then
+        log "${tool%%:*}: found"
+    else
+        log "${tool%%:*}: missing"
+        missing+=("${tool#*:}")
+    fi
+done
 
 if ((${#missing[@]} == 0)); then
     log "nothing to install"
