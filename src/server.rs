@@ -107,37 +107,14 @@ impl ServerConn {
             .write_all_flushed(&out)
             .await
             .map_err(SessionError::server_io)?;
-        let mut error = None;
-        loop {
-            let (msg_tag, body) = self.read_message().await?;
-            match msg_tag {
-                tag::PARAMETER_STATUS => {
-                    let (name, value) = backend::parse_parameter_status(&body)
-                        .map_err(SessionError::server_protocol)?;
-                    set_param(&mut self.params, name, value);
-                }
-                tag::ERROR_RESPONSE => {
-                    error.get_or_insert(backend::parse_error_response(&body));
-                }
-                tag::READY_FOR_QUERY => {
-                    let status = backend::parse_ready_for_query(&body)
-                        .map_err(SessionError::server_protocol)?;
-                    return match (error, status) {
-                        (Some(e), _) => Err(SessionError::new(
-                            Fault::Server,
-                            &e.code,
-                            format!("{}: {}", sql_head(sql), e.message),
-                        )),
-                        (None, TxStatus::Idle) => Ok(()),
-                        (None, _) => Err(SessionError::new(
-                            Fault::Server,
-                            crate::protocol::sqlstate::INTERNAL_ERROR,
-                            format!("{} left the server in a transaction", sql_head(sql)),
-                        )),
-                    };
-                }
-                _ => {}
-            }
+        match self.read_until_ready(|_, _| Ok(())).await? {
+            (Some(e), _) => Err(SessionError::new(
+                Fault::Server,
+                &e.code,
+                format!("{}: {}", sql_head(sql), e.message),
+            )),
+            (None, TxStatus::Idle) => Ok(()),
+            (None, _) => Err(left_in_transaction(sql)),
         }
     }
 
@@ -173,32 +150,66 @@ impl ServerConn {
         let mut rows = Vec::new();
         let mut too_many = false;
         let mut bad_text = false;
+        // ParseComplete, BindComplete, CommandComplete, PortalSuspended,
+        // EmptyQueryResponse, NoticeResponse: nothing to keep.
+        let ended = self
+            .read_until_ready(|msg_tag, body| {
+                if msg_tag != tag::DATA_ROW {
+                    return Ok(());
+                }
+                let values =
+                    backend::parse_data_row(body).map_err(SessionError::server_protocol)?;
+                if rows.len() >= max_rows {
+                    too_many = true;
+                    return Ok(());
+                }
+                let row = values
+                    .into_iter()
+                    .map(|value| {
+                        value.and_then(|v| match std::str::from_utf8(v) {
+                            Ok(text) => Some(text.to_owned()),
+                            Err(_) => {
+                                bad_text = true;
+                                None
+                            }
+                        })
+                    })
+                    .collect();
+                rows.push(row);
+                Ok(())
+            })
+            .await?;
+        let internal = |message: String| {
+            SessionError::new(
+                Fault::Server,
+                crate::protocol::sqlstate::INTERNAL_ERROR,
+                message,
+            )
+        };
+        match ended {
+            (Some(e), _) => Err(SessionError::new(Fault::Server, &e.code, e.message)),
+            (None, TxStatus::Idle) if too_many => Err(internal(format!(
+                "the query returned more than {max_rows} row(s)"
+            ))),
+            (None, TxStatus::Idle) if bad_text => Err(internal(
+                "the query returned a value that is not valid UTF-8".into(),
+            )),
+            (None, TxStatus::Idle) => Ok(rows),
+            (None, _) => Err(left_in_transaction(sql)),
+        }
+    }
+
+    /// Reads the server's answers to one of pgring's own requests up to ReadyForQuery:
+    /// keeps the parameters it reports, remembers its first ErrorResponse, and hands every
+    /// other message to `on_message`. Returns that error, if any, and the final status.
+    async fn read_until_ready(
+        &mut self,
+        mut on_message: impl FnMut(u8, &[u8]) -> Result<(), SessionError>,
+    ) -> Result<(Option<backend::ErrorFields>, TxStatus), SessionError> {
         let mut error = None;
         loop {
             let (msg_tag, body) = self.read_message().await?;
             match msg_tag {
-                tag::DATA_ROW => {
-                    let values =
-                        backend::parse_data_row(&body).map_err(SessionError::server_protocol)?;
-                    if rows.len() >= max_rows {
-                        too_many = true;
-                        continue;
-                    }
-                    let mut row = Vec::with_capacity(values.len());
-                    for value in values {
-                        row.push(match value {
-                            None => None,
-                            Some(v) => match std::str::from_utf8(v) {
-                                Ok(text) => Some(text.to_owned()),
-                                Err(_) => {
-                                    bad_text = true;
-                                    None
-                                }
-                            },
-                        });
-                    }
-                    rows.push(row);
-                }
                 tag::PARAMETER_STATUS => {
                     let (name, value) = backend::parse_parameter_status(&body)
                         .map_err(SessionError::server_protocol)?;
@@ -210,31 +221,9 @@ impl ServerConn {
                 tag::READY_FOR_QUERY => {
                     let status = backend::parse_ready_for_query(&body)
                         .map_err(SessionError::server_protocol)?;
-                    let internal = |message: String| {
-                        SessionError::new(
-                            Fault::Server,
-                            crate::protocol::sqlstate::INTERNAL_ERROR,
-                            message,
-                        )
-                    };
-                    return match (error, status) {
-                        (Some(e), _) => Err(SessionError::new(Fault::Server, &e.code, e.message)),
-                        (None, TxStatus::Idle) if too_many => Err(internal(format!(
-                            "the query returned more than {max_rows} row(s)"
-                        ))),
-                        (None, TxStatus::Idle) if bad_text => Err(internal(
-                            "the query returned a value that is not valid UTF-8".into(),
-                        )),
-                        (None, TxStatus::Idle) => Ok(rows),
-                        (None, _) => Err(internal(format!(
-                            "{} left the server in a transaction",
-                            sql_head(sql)
-                        ))),
-                    };
+                    return Ok((error, status));
                 }
-                // ParseComplete, BindComplete, CommandComplete, PortalSuspended,
-                // EmptyQueryResponse, NoticeResponse: nothing to keep.
-                _ => {}
+                _ => on_message(msg_tag, &body)?,
             }
         }
     }
@@ -266,6 +255,15 @@ impl ServerConn {
             }
         }
     }
+}
+
+/// A statement of pgring's own that ended with the server inside a transaction.
+fn left_in_transaction(sql: &str) -> SessionError {
+    SessionError::new(
+        Fault::Server,
+        crate::protocol::sqlstate::INTERNAL_ERROR,
+        format!("{} left the server in a transaction", sql_head(sql)),
+    )
 }
 
 fn sql_head(sql: &str) -> &str {

@@ -498,23 +498,21 @@ fn hba_method(
         database,
         user,
     };
-    let host = match addr {
-        Some(ip) => ip.to_string(),
-        None => "[local]".to_owned(),
-    };
-    let encryption = if tls {
-        "SSL encryption"
-    } else {
-        "no encryption"
+    // PostgreSQL's words for the connection, in both refusals below.
+    let described = || {
+        let host = addr.map_or_else(|| "[local]".to_owned(), |ip| ip.to_string());
+        let encryption = if tls {
+            "SSL encryption"
+        } else {
+            "no encryption"
+        };
+        format!("host \"{host}\", user \"{user}\", database \"{database}\", {encryption}")
     };
     let Some(rule) = table.hba().and_then(|rules| rules.find(&request)) else {
-        return Err(SessionError::new(
-            Fault::Client,
-            sqlstate::INVALID_AUTHORIZATION,
-            format!(
-                "no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
-            ),
-        ));
+        return Err(invalid_authorization(format!(
+            "no pg_hba.conf entry for {}",
+            described()
+        )));
     };
     let method = match rule.method {
         HbaMethod::Trust => Method::Trust,
@@ -525,13 +523,10 @@ fn hba_method(
                 rule.file.display(),
                 rule.line
             );
-            return Err(SessionError::new(
-                Fault::Client,
-                sqlstate::INVALID_AUTHORIZATION,
-                format!(
-                    "pg_hba.conf rejects connection for host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
-                ),
-            ));
+            return Err(invalid_authorization(format!(
+                "pg_hba.conf rejects connection for {}",
+                described()
+            )));
         }
         HbaMethod::Password => Method::Password,
         HbaMethod::Md5 => Method::Md5,
@@ -645,6 +640,8 @@ async fn authenticate(
         CertDemand::Present => {
             certificate_name(conn, user)?;
         }
+        // The cert method below makes this very check.
+        CertDemand::NameMatches { .. } if matches!(method, Method::Cert { .. }) => {}
         CertDemand::NameMatches { map } => {
             check_certificate(conn, table, map.as_deref(), user)?;
         }
