@@ -20,8 +20,11 @@ import json
 import os
 import re
 import shutil
-import statistics
 import sys
+
+# Medians, ranges and number formatting are the pgbench report's (bench/report.py, next to
+# this file, which Python puts on the import path when it runs this script).
+from report import fmt_num as num, fmt_range as rng, med, spread as lo_hi
 
 TARGETS = ["pgring", "pgbouncer", "direct"]
 POOLERS = ["pgring", "pgbouncer"]
@@ -177,16 +180,6 @@ def load_pgbench(runs_dir, hz):
 # ---- Aggregation --------------------------------------------------------------------------
 
 
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def lo_hi(values):
-    values = [v for v in values if v is not None]
-    return (min(values), max(values)) if values else (None, None)
-
-
 def aggregate(runs):
     workloads = []
     for r in runs:
@@ -275,18 +268,6 @@ def many_workload(agg, protocol="simple"):
 # ---- Formatting ---------------------------------------------------------------------------
 
 
-def num(v, digits=0):
-    if v is None:
-        return "—"
-    return f"{v:,.{digits}f}"
-
-
-def rng(m, lo, hi, digits):
-    if m is None:
-        return "—"
-    if lo is None or hi is None or lo == hi:
-        return num(m, digits)
-    return f"{num(m, digits)} ({num(lo, digits)}–{num(hi, digits)})"
 
 
 def ratio(a, b, digits=2):
