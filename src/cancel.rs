@@ -32,19 +32,37 @@ pub fn owner_of(key: CancelKey) -> Option<usize> {
     shard.checked_sub(1)
 }
 
-struct Entry {
-    secret: i32,
+/// A client's entry in its shard's registry. The session holds it too, so that recording
+/// the server it uses (twice per transaction in transaction pooling) touches no map.
+pub struct CancelSlot {
+    key: CancelKey,
     /// The backend the client is using now, if any.
-    server: Option<(CancelKey, Rc<ServerAddress>)>,
+    server: RefCell<Option<(CancelKey, Rc<ServerAddress>)>>,
     /// Fired when the shard shuts down, to close idle clients.
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+impl CancelSlot {
+    /// The key given to the client in BackendKeyData.
+    pub fn key(&self) -> CancelKey {
+        self.key
+    }
+
+    /// Records the backend the client is using now (`None` when it has none).
+    pub fn set_server(&self, server: Option<(CancelKey, Rc<ServerAddress>)>) {
+        *self.server.borrow_mut() = server;
+    }
+
+    pub fn set_shutdown(&self, tx: oneshot::Sender<()>) {
+        *self.shutdown.borrow_mut() = Some(tx);
+    }
 }
 
 /// The cancel keys of one shard's clients.
 pub struct CancelRegistry {
     shard: usize,
     next_slot: Cell<i32>,
-    entries: RefCell<HashMap<i32, Entry>>,
+    entries: RefCell<HashMap<i32, Rc<CancelSlot>>>,
 }
 
 impl CancelRegistry {
@@ -57,7 +75,7 @@ impl CancelRegistry {
     }
 
     /// A fresh key for a new client.
-    pub fn register(&self) -> CancelKey {
+    pub fn register(&self) -> Rc<CancelSlot> {
         let mut entries = self.entries.borrow_mut();
         let base = ((self.shard as i32) + 1) << SLOT_BITS;
         loop {
@@ -67,19 +85,16 @@ impl CancelRegistry {
             if entries.contains_key(&process_id) {
                 continue;
             }
-            let secret = rand::random::<i32>();
-            entries.insert(
-                process_id,
-                Entry {
-                    secret,
-                    server: None,
-                    shutdown: None,
+            let entry = Rc::new(CancelSlot {
+                key: CancelKey {
+                    process_id,
+                    secret_key: rand::random::<i32>(),
                 },
-            );
-            return CancelKey {
-                process_id,
-                secret_key: secret,
-            };
+                server: RefCell::new(None),
+                shutdown: RefCell::new(None),
+            });
+            entries.insert(process_id, entry.clone());
+            return entry;
         }
     }
 
@@ -87,22 +102,10 @@ impl CancelRegistry {
         self.entries.borrow_mut().remove(&key.process_id);
     }
 
-    pub fn set_server(&self, key: CancelKey, server: Option<(CancelKey, Rc<ServerAddress>)>) {
-        if let Some(e) = self.entries.borrow_mut().get_mut(&key.process_id) {
-            e.server = server;
-        }
-    }
-
-    pub fn set_shutdown(&self, key: CancelKey, tx: oneshot::Sender<()>) {
-        if let Some(e) = self.entries.borrow_mut().get_mut(&key.process_id) {
-            e.shutdown = Some(tx);
-        }
-    }
-
     /// Tells every session on this shard that the shard is shutting down.
     pub fn signal_shutdown(&self) {
-        for e in self.entries.borrow_mut().values_mut() {
-            if let Some(tx) = e.shutdown.take() {
+        for e in self.entries.borrow().values() {
+            if let Some(tx) = e.shutdown.borrow_mut().take() {
                 let _ = tx.send(());
             }
         }
@@ -118,17 +121,18 @@ impl CancelRegistry {
 
     /// The backend to cancel for a client key, if the key is known and the secret right.
     fn lookup(&self, key: CancelKey) -> Option<(CancelKey, Rc<ServerAddress>)> {
-        let entries = self.entries.borrow();
-        let entry = entries.get(&key.process_id)?;
+        let entry = self.entries.borrow().get(&key.process_id)?.clone();
         let secret_ok: bool = entry
-            .secret
+            .key
+            .secret_key
             .to_be_bytes()
             .ct_eq(&key.secret_key.to_be_bytes())
             .into();
         if !secret_ok {
             return None;
         }
-        entry.server.clone()
+        let server = entry.server.borrow().clone();
+        server
     }
 }
 
@@ -164,7 +168,7 @@ mod tests {
     fn keys_name_their_shard() {
         for shard in [0, 1, 7, MAX_SHARDS - 1] {
             let reg = CancelRegistry::new(shard);
-            let key = reg.register();
+            let key = reg.register().key();
             assert_eq!(owner_of(key), Some(shard));
             assert!(key.process_id > 0);
         }
@@ -173,7 +177,8 @@ mod tests {
     #[test]
     fn wrong_secret_finds_nothing() {
         let reg = CancelRegistry::new(0);
-        let key = reg.register();
+        let slot = reg.register();
+        let key = slot.key();
         let addr = Rc::new(ServerAddress::Tcp {
             host: "127.0.0.1".into(),
             port: 5432,
@@ -182,7 +187,7 @@ mod tests {
             process_id: 42,
             secret_key: 7,
         };
-        reg.set_server(key, Some((backend, addr)));
+        slot.set_server(Some((backend, addr)));
         assert_eq!(reg.lookup(key).map(|(k, _)| k), Some(backend));
         let forged = CancelKey {
             secret_key: key.secret_key.wrapping_add(1),
@@ -194,8 +199,8 @@ mod tests {
     #[test]
     fn slots_are_not_reused_while_taken() {
         let reg = CancelRegistry::new(3);
-        let a = reg.register();
-        let b = reg.register();
+        let a = reg.register().key();
+        let b = reg.register().key();
         assert_ne!(a.process_id, b.process_id);
     }
 }

@@ -10,6 +10,7 @@ pub mod auth_query;
 pub mod buffer;
 pub mod cancel;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod logging;

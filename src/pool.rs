@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
+use crate::clock::CoarseInstant;
 use crate::config::{PoolMode, ServerAddress};
 use crate::error::{Fault, SessionError};
 use crate::protocol::sqlstate;
@@ -146,6 +147,13 @@ pub struct Pool {
     last_login_failure: RefCell<Option<(Instant, SessionError)>>,
 }
 
+/// What [`Pool::pop_idle`] found.
+enum Idle {
+    Ready(ServerConn),
+    /// Idle past `server_check_delay`: run `server_check_query` before handing it out.
+    NeedsCheck(ServerConn),
+}
+
 /// Counters for the periodic stats line and, later, SHOW POOLS.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolCounts {
@@ -217,11 +225,13 @@ impl Pool {
 
     /// Gets a server connection: an idle one, a new one, or the next one released.
     pub async fn acquire(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
-        let started = Instant::now();
+        let mut first_miss = None;
         loop {
             if let Some(conn) = self.take_idle().await {
                 return Ok(conn);
             }
+            // The clock is read only once there is no idle connection to hand out.
+            let started = *first_miss.get_or_insert_with(Instant::now);
             let (size, reserve, reserve_timeout, wait_timeout) = {
                 let s = self.settings.borrow();
                 (
@@ -289,10 +299,46 @@ impl Pool {
         }
     }
 
-    /// Pops an idle connection that is still fit for use.
+    /// An idle connection that can be handed out at once: fit for use and not due for
+    /// `server_check_query`. The attach path of every transaction starts here.
+    pub fn take_ready(&self) -> Option<ServerConn> {
+        match self.pop_idle()? {
+            Idle::Ready(conn) => Some(conn),
+            Idle::NeedsCheck(conn) => {
+                self.idle.borrow_mut().push(conn);
+                None
+            }
+        }
+    }
+
+    /// Pops an idle connection that is still fit for use, running `server_check_query`
+    /// on it when it has been idle longer than `server_check_delay`.
     async fn take_idle(self: &Rc<Self>) -> Option<ServerConn> {
         loop {
-            let mut conn = self.idle.borrow_mut().pop()?;
+            let mut conn = match self.pop_idle()? {
+                Idle::Ready(conn) => return Some(conn),
+                Idle::NeedsCheck(conn) => conn,
+            };
+            let check_query = self.settings.borrow().server_check_query.clone();
+            if let Err(e) = conn.run_internal(&check_query).await {
+                log::warn!(
+                    "{}/{}: server check failed, closing the connection: {e}",
+                    self.key.database,
+                    self.key.user
+                );
+                self.discard(conn);
+                continue;
+            }
+            conn.last_used.set(CoarseInstant::now());
+            return Some(conn);
+        }
+    }
+
+    /// Pops the most recently used idle connection, closing the ones that are too old,
+    /// idle too long, or closed or talking while idle.
+    fn pop_idle(&self) -> Option<Idle> {
+        loop {
+            let conn = self.idle.borrow_mut().pop()?;
             let (lifetime, idle_timeout, check_delay, has_check) = {
                 let s = self.settings.borrow();
                 (
@@ -302,7 +348,7 @@ impl Pool {
                     !s.server_check_query.is_empty(),
                 )
             };
-            let now = Instant::now();
+            let now = CoarseInstant::now();
             let idle_for = now.saturating_duration_since(conn.last_used.get());
             // A server that closed (or sent a FATAL) while idle is not handed out.
             if (!lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime)
@@ -313,20 +359,11 @@ impl Pool {
                 self.discard(conn);
                 continue;
             }
-            if has_check && idle_for >= check_delay {
-                let check_query = self.settings.borrow().server_check_query.clone();
-                if let Err(e) = conn.run_internal(&check_query).await {
-                    log::warn!(
-                        "{}/{}: server check failed, closing the connection: {e}",
-                        self.key.database,
-                        self.key.user
-                    );
-                    self.discard(conn);
-                    continue;
-                }
-                conn.last_used.set(Instant::now());
-            }
-            return Some(conn);
+            return Some(if has_check && idle_for >= check_delay {
+                Idle::NeedsCheck(conn)
+            } else {
+                Idle::Ready(conn)
+            });
         }
     }
 
@@ -357,7 +394,7 @@ impl Pool {
         match server::connect(&self.target, self.address.clone(), &credential, opts).await {
             Ok(conn) => {
                 if self.welcome.borrow().is_none() {
-                    *self.welcome.borrow_mut() = Some(conn.params.clone().into());
+                    *self.welcome.borrow_mut() = Some(conn.params.to_vec().into());
                 }
                 self.last_login_failure.borrow_mut().take();
                 Ok(conn)
@@ -372,9 +409,10 @@ impl Pool {
 
     /// Returns a connection that is quiet (no transaction, nothing owed).
     pub fn release(&self, conn: ServerConn) {
-        conn.last_used.set(Instant::now());
+        let now = CoarseInstant::now();
+        conn.last_used.set(now);
         let lifetime = self.settings.borrow().server_lifetime;
-        if !lifetime.is_zero() && conn.created.elapsed() >= lifetime {
+        if !lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime {
             self.discard(conn);
             return;
         }
@@ -422,13 +460,12 @@ impl Pool {
             let s = self.settings.borrow();
             (s.server_lifetime, s.server_idle_timeout, s.min_size)
         };
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         let mut idle = self.idle.borrow_mut();
-        let before = idle.len();
         let open_before = self.open.get();
-        let mut kept = Vec::with_capacity(before);
         let mut closed = 0;
-        for conn in idle.drain(..) {
+        // `retain` keeps the vector's capacity: releases do not grow it again.
+        idle.retain(|conn| {
             let too_old =
                 !lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime;
             let too_idle = !idle_timeout.is_zero()
@@ -436,11 +473,9 @@ impl Pool {
                 && open_before - closed > min;
             if too_old || too_idle {
                 closed += 1;
-            } else {
-                kept.push(conn);
             }
-        }
-        *idle = kept;
+            !(too_old || too_idle)
+        });
         drop(idle);
         for _ in 0..closed {
             self.slot_freed();

@@ -15,7 +15,7 @@ use std::io;
 use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
@@ -23,11 +23,13 @@ use futures_lite::AsyncWriteExt;
 use crate::auth::md5;
 use crate::auth::scram::{ScramClient, ScramCredential};
 use crate::buffer::ReadBuf;
+use crate::clock::CoarseInstant;
 use crate::config::{ServerAddress, TlsMode};
 use crate::error::{Fault, SessionError};
 use crate::net::{self, Keepalive, Stream};
 use crate::protocol::backend::{self, Authentication};
 use crate::protocol::framing::{Framer, Step};
+use crate::protocol::params::ReportedParams;
 use crate::protocol::startup::CancelKey;
 use crate::protocol::{frontend, tag, TxStatus};
 
@@ -77,9 +79,9 @@ pub struct ServerConn {
     /// The backend's own cancel key.
     pub backend_key: CancelKey,
     /// The server's current reported parameters (ParameterStatus).
-    pub params: Vec<(String, String)>,
-    pub created: Instant,
-    pub last_used: Cell<Instant>,
+    pub params: ReportedParams,
+    pub created: CoarseInstant,
+    pub last_used: Cell<CoarseInstant>,
     /// Where it is, for sending cancel requests.
     pub address: Rc<ServerAddress>,
 }
@@ -87,14 +89,7 @@ pub struct ServerConn {
 impl ServerConn {
     /// The current value of a reported parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn set_param(&mut self, name: &str, value: &str) {
-        set_param(&mut self.params, name, value);
+        self.params.get(name)
     }
 
     /// Runs a simple query of pgring's own and swallows its results, keeping the
@@ -213,7 +208,7 @@ impl ServerConn {
                 tag::PARAMETER_STATUS => {
                     let (name, value) = backend::parse_parameter_status(&body)
                         .map_err(SessionError::server_protocol)?;
-                    set_param(&mut self.params, name, value);
+                    self.params.set(name, value);
                 }
                 tag::ERROR_RESPONSE => {
                     error.get_or_insert(backend::parse_error_response(&body));
@@ -268,16 +263,6 @@ fn left_in_transaction(sql: &str) -> SessionError {
 
 fn sql_head(sql: &str) -> &str {
     sql.split_whitespace().next().unwrap_or("query")
-}
-
-pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
-    match params.iter_mut().find(|(n, _)| n == name) {
-        Some((_, v)) => {
-            v.clear();
-            v.push_str(value);
-        }
-        None => params.push((name.to_owned(), value.to_owned())),
-    }
 }
 
 /// Settings a connection attempt needs.
@@ -458,9 +443,9 @@ pub async fn connect(
                 process_id: 0,
                 secret_key: 0,
             },
-            params: Vec::new(),
-            created: Instant::now(),
-            last_used: Cell::new(Instant::now()),
+            params: ReportedParams::default(),
+            created: CoarseInstant::now(),
+            last_used: Cell::new(CoarseInstant::now()),
             address,
         };
         login(&mut conn, target, credential).await?;
@@ -533,7 +518,7 @@ async fn login(
             tag::PARAMETER_STATUS => {
                 let (name, value) = backend::parse_parameter_status(&body)
                     .map_err(SessionError::server_protocol)?;
-                set_param(&mut conn.params, name, value);
+                conn.params.set(name, value);
             }
             tag::BACKEND_KEY_DATA => {
                 conn.backend_key = backend::parse_backend_key_data(&body)

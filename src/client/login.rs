@@ -22,6 +22,7 @@ use super::{ClientConn, Peer};
 use crate::auth::hba::{ClientCertOption, HbaMethod, HbaRequest};
 use crate::auth::scram::{ScramSecret, ScramServer, ServerChannelBinding};
 use crate::auth::table::{AuthTable, UserAuth};
+use crate::cancel::CancelSlot;
 use crate::config::AuthType;
 use crate::error::{Fault, SessionError};
 use crate::net::Stream;
@@ -48,7 +49,7 @@ pub struct LoggedIn {
     pub pool: Rc<Pool>,
     pub params: ClientParams,
     /// The key this client was given in BackendKeyData.
-    pub cancel_key: CancelKey,
+    pub cancel: Rc<CancelSlot>,
 }
 
 /// Runs the login. `admitted` is false when the client is over `max_client_conn`: it is
@@ -197,7 +198,7 @@ pub async fn run(
         Some(w) => w,
         None => {
             let server = pool.acquire().await?;
-            let w: crate::pool::Params = server.params.clone().into();
+            let w: crate::pool::Params = server.params.to_vec().into();
             pool.release(server);
             w
         }
@@ -210,10 +211,10 @@ pub async fn run(
         // Let a server canonicalise the client's values (`iso` → `ISO, MDY`) and report
         // them, and refuse values PostgreSQL would refuse.
         let mut server = pool.acquire().await?;
-        if let Some(sql) = client_params.alignment_sql(&server) {
+        if let Some(sql) = client_params.alignment_sql(&server.params) {
             match server.run_internal(&sql).await {
                 Ok(()) => {
-                    aligned.adopt_server_spelling(&server);
+                    aligned.adopt_server_spelling(&server.params);
                     pool.release(server);
                 }
                 Err(e) if e.sqlstate == sqlstate::CONNECTION_FAILURE => {
@@ -230,7 +231,7 @@ pub async fn run(
         }
     }
 
-    let cancel_key = shard.cancel.register();
+    let cancel = shard.cancel.register();
     backend::authentication(&mut out, &Authentication::Ok);
     // What the client is shown: the server's values with its own on top. Every tracked
     // value it is shown becomes the value its server connections are aligned to.
@@ -247,10 +248,10 @@ pub async fn run(
             aligned.set(name, value);
         }
     }
-    backend::backend_key_data(&mut out, cancel_key);
+    backend::backend_key_data(&mut out, cancel.key());
     backend::ready_for_query(&mut out, TxStatus::Idle);
     if let Err(e) = conn.write_all(&out).await {
-        shard.cancel.unregister(cancel_key);
+        shard.cancel.unregister(cancel.key());
         return Err(e);
     }
     Ok(Outcome::Ready(LoggedIn {
@@ -258,7 +259,7 @@ pub async fn run(
         user,
         pool,
         params: aligned,
-        cancel_key,
+        cancel,
     }))
 }
 

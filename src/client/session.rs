@@ -21,13 +21,13 @@ use futures_lite::FutureExt;
 use super::login::LoggedIn;
 use super::params::ClientParams;
 use super::ClientConn;
+use crate::cancel::CancelSlot;
 use crate::config::PoolMode;
 use crate::error::{Fault, SessionError};
 use crate::pool::Pool;
 use crate::protocol::backend;
 use crate::protocol::framing::{Framer, Step};
 use crate::protocol::session::{AfterReady, TxTracker};
-use crate::protocol::startup::CancelKey;
 use crate::protocol::{sqlstate, tag, TxStatus};
 use crate::server::ServerConn;
 use crate::shard::Shard;
@@ -73,12 +73,12 @@ pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
     drop(config);
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    shard.cancel.set_shutdown(login.cancel_key, shutdown_tx);
+    login.cancel.set_shutdown(shutdown_tx);
     let mut session = Session {
         shard,
         pool: &login.pool,
         params: login.params,
-        cancel_key: login.cancel_key,
+        cancel: login.cancel.clone(),
         limits,
         tracker: TxTracker::default(),
         client_framer: Framer::new(max_message),
@@ -88,7 +88,7 @@ pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
     };
     let result = session.pump(&mut conn).await;
     Box::pin(session.finish()).await;
-    shard.cancel.unregister(login.cancel_key);
+    shard.cancel.unregister(login.cancel.key());
     match result {
         Ok(reason) => {
             if log_disconnections {
@@ -125,7 +125,7 @@ struct Session<'a> {
     shard: &'a Rc<Shard>,
     pool: &'a Rc<Pool>,
     params: ClientParams,
-    cancel_key: CancelKey,
+    cancel: Rc<CancelSlot>,
     limits: Limits,
     tracker: TxTracker,
     client_framer: Framer,
@@ -149,7 +149,14 @@ impl Session<'_> {
             );
             if forward > 0 {
                 if self.server.is_none() {
-                    Box::pin(self.attach()).await?;
+                    // The common case needs no await: an idle server that already shows
+                    // the client's parameters.
+                    match self.pool.take_ready() {
+                        Some(server) if self.params.matches(&server.params) => {
+                            self.attached(server)
+                        }
+                        ready => Box::pin(self.attach(ready)).await?,
+                    }
                 }
                 let server = self.server.as_mut().expect("attached just above");
                 if let Err(e) = server
@@ -318,7 +325,7 @@ impl Session<'_> {
                     let (name, value) = backend::parse_parameter_status(body)
                         .map_err(SessionError::server_protocol)?;
                     params.set(name, value);
-                    crate::server::set_param(server_params, name, value);
+                    server_params.set(name, value);
                     pos += len;
                 }
                 Step::Message { len, .. } | Step::Partial { len, .. } => pos += len,
@@ -362,7 +369,7 @@ impl Session<'_> {
             return Err(refusal);
         }
         let mut server = self.server.take().expect("called with a server attached");
-        self.shard.cancel.set_server(self.cancel_key, None);
+        self.cancel.set_server(None);
         match server.run_internal("ROLLBACK").await {
             Ok(()) => self.pool.release(server),
             Err(_) => self.pool.discard(server),
@@ -407,10 +414,14 @@ impl Session<'_> {
         None
     }
 
-    /// Takes a server from the pool and aligns its parameters with the client's.
-    async fn attach(&mut self) -> Result<(), SessionError> {
-        let mut server = self.pool.acquire().await?;
-        if let Some(sql) = self.params.alignment_sql(&server) {
+    /// Takes a server from the pool (unless one is given) and aligns its parameters with
+    /// the client's.
+    async fn attach(&mut self, ready: Option<ServerConn>) -> Result<(), SessionError> {
+        let mut server = match ready {
+            Some(server) => server,
+            None => self.pool.acquire().await?,
+        };
+        if let Some(sql) = self.params.alignment_sql(&server.params) {
             if let Err(e) = server.run_internal(&sql).await {
                 if e.sqlstate == sqlstate::CONNECTION_FAILURE {
                     self.pool.discard(server);
@@ -419,20 +430,23 @@ impl Session<'_> {
                 }
                 return Err(e);
             }
-            self.params.adopt_server_spelling(&server);
+            self.params.adopt_server_spelling(&server.params);
         }
-        self.shard.cancel.set_server(
-            self.cancel_key,
-            Some((server.backend_key, server.address.clone())),
-        );
-        self.server = Some(server);
+        self.attached(server);
         Ok(())
+    }
+
+    /// Makes `server` (aligned) this client's server.
+    fn attached(&mut self, server: ServerConn) {
+        self.cancel
+            .set_server(Some((server.backend_key, server.address.clone())));
+        self.server = Some(server);
     }
 
     /// Gives the attached (quiet) server back to the pool.
     fn detach(&mut self) {
         if let Some(server) = self.server.take() {
-            self.shard.cancel.set_server(self.cancel_key, None);
+            self.cancel.set_server(None);
             if self.limits.reset_always && !self.limits.reset_query.is_empty() {
                 // Reset before anyone else sees it; runs on its own task so this client
                 // is not held up.
@@ -448,7 +462,7 @@ impl Session<'_> {
     /// Closes the attached server: it may be mid-transaction or broken.
     fn drop_server(&mut self) {
         if let Some(server) = self.server.take() {
-            self.shard.cancel.set_server(self.cancel_key, None);
+            self.cancel.set_server(None);
             self.pool.discard(server);
         }
     }
@@ -458,7 +472,7 @@ impl Session<'_> {
         let Some(server) = self.server.take() else {
             return;
         };
-        self.shard.cancel.set_server(self.cancel_key, None);
+        self.cancel.set_server(None);
         if !self.tracker.is_quiet() {
             self.pool.discard(server);
             return;

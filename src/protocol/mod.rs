@@ -23,6 +23,7 @@ mod encode;
 pub mod error;
 pub mod framing;
 pub mod frontend;
+pub mod params;
 pub mod session;
 pub mod startup;
 
