@@ -12,6 +12,9 @@ struct Logger {
     /// The log file, or `None` for stderr. Logging is off the hot path: a mutex is fine.
     file: Option<Mutex<File>>,
     level: LevelFilter,
+    /// Read once: `std::process::id` is a system call each time, and every connection
+    /// logs two lines with the default `log_connections`/`log_disconnections`.
+    pid: u32,
 }
 
 impl Log for Logger {
@@ -32,11 +35,7 @@ impl Log for Logger {
             Level::Info => "LOG",
             Level::Debug | Level::Trace => "DEBUG",
         };
-        let line = format!(
-            "{stamp} [{}] {level} {}\n",
-            std::process::id(),
-            record.args()
-        );
+        let line = format!("{stamp} [{}] {level} {}\n", self.pid, record.args());
         match &self.file {
             Some(f) => {
                 if let Ok(mut f) = f.lock() {
@@ -65,7 +64,11 @@ pub fn init(logfile: Option<&Path>, verbose: u8) -> std::io::Result<()> {
         1 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
-    let logger = Logger { file, level };
+    let logger = Logger {
+        file,
+        level,
+        pid: std::process::id(),
+    };
     // A second init (tests) keeps the first logger.
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);

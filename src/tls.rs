@@ -1,8 +1,8 @@
 //! TLS: the rustls server configuration for clients (`client_tls_*` keys) and the rustls
 //! client configuration for servers (`server_tls_*` keys, see [`client_config`]).
 //!
-//! Each side gets its own ring `CryptoProvider`: ring's default one with its cipher suites
-//! and key-exchange groups cut down and reordered as `*_tls_ciphers`, `*_tls13_ciphers` and
+//! Each side gets its own aws-lc-rs `CryptoProvider`: the default one with its cipher
+//! suites and key-exchange groups cut down and reordered as `*_tls_ciphers`, `*_tls13_ciphers` and
 //! `client_tls_ecdhcurve` say (the names were checked by [`crate::config`]).
 //!
 //! Revocation: `client_tls_crl_file` and `server_tls_crl_file` hand PEM CRLs to rustls's
@@ -141,7 +141,7 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
     // rather than rustls's default session cache: the cache holds 256 sessions behind a
     // mutex shared by every shard, far fewer than a pooler's clients, while a ticket is
     // good on whichever shard the kernel gives the reconnecting client.
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| {
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| {
         tls_error(
             "client_tls_cert_file",
             cert_path,
@@ -159,9 +159,9 @@ pub fn server_config(p: &PoolerConfig) -> Result<Option<ClientTls>, TlsError> {
     }))
 }
 
-/// ring's provider with only `suites` and `groups`, in that order.
+/// aws-lc-rs's provider with only `suites` and `groups`, in that order.
 fn provider(suites: &[CipherSuite], groups: &[KxGroup]) -> CryptoProvider {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     let available: Vec<SupportedCipherSuite> = provider.cipher_suites.clone();
     provider.cipher_suites = suites
         .iter()
@@ -173,9 +173,9 @@ fn provider(suites: &[CipherSuite], groups: &[KxGroup]) -> CryptoProvider {
 
 fn kx_group(group: KxGroup) -> &'static dyn SupportedKxGroup {
     match group {
-        KxGroup::X25519 => rustls::crypto::ring::kx_group::X25519,
-        KxGroup::Secp256r1 => rustls::crypto::ring::kx_group::SECP256R1,
-        KxGroup::Secp384r1 => rustls::crypto::ring::kx_group::SECP384R1,
+        KxGroup::X25519 => rustls::crypto::aws_lc_rs::kx_group::X25519,
+        KxGroup::Secp256r1 => rustls::crypto::aws_lc_rs::kx_group::SECP256R1,
+        KxGroup::Secp384r1 => rustls::crypto::aws_lc_rs::kx_group::SECP384R1,
     }
 }
 

@@ -443,7 +443,7 @@ fn client_config(
     groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites = suites.to_vec();
     provider.kx_groups = groups.to_vec();
     let mut versions = Vec::new();
@@ -474,11 +474,11 @@ fn client_config(
 
 /// The default suites and groups of rustls's ring provider.
 fn all_suites() -> Vec<rustls::SupportedCipherSuite> {
-    rustls::crypto::ring::DEFAULT_CIPHER_SUITES.to_vec()
+    rustls::crypto::aws_lc_rs::DEFAULT_CIPHER_SUITES.to_vec()
 }
 
 fn all_groups() -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
-    rustls::crypto::ring::ALL_KX_GROUPS.to_vec()
+    rustls::crypto::aws_lc_rs::ALL_KX_GROUPS.to_vec()
 }
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -581,8 +581,8 @@ fn start_tls(pg: &PgCluster, ca: &Ca, pooler: &str) -> Pgring {
 
 #[test]
 fn ciphers_and_curves_limit_the_handshake() {
-    use rustls::crypto::ring::cipher_suite as suite;
-    use rustls::crypto::ring::kx_group;
+    use rustls::crypto::aws_lc_rs::cipher_suite as suite;
+    use rustls::crypto::aws_lc_rs::kx_group;
     let pg = cluster();
     let ca = Ca::new("pgring test CA");
 
@@ -850,7 +850,7 @@ fn sessions_resume_after_many_other_clients() {
     let tls13 = || {
         client_config(
             &ca,
-            &[rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256],
+            &[rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256],
             &all_groups(),
             &[],
         )

@@ -3,12 +3,12 @@
 //!
 //! PgBouncer takes these as OpenSSL strings, and operators copy them from there; pgring's
 //! TLS library is rustls, which implements only AEAD suites with ECDHE key exchange. So the
-//! names are matched here against a table of what rustls (ring provider) has, and a name
+//! names are matched here against a table of what rustls (aws-lc-rs provider) has, and a name
 //! OpenSSL knows but rustls lacks (`AES128-SHA`, any CBC suite) gets its own error rather
 //! than "unknown", so the operator learns that the setting cannot be honoured instead of
 //! hunting for a typo. Pure functions: the caller adds the key and the line.
 
-/// A cipher suite rustls implements with the ring provider, named as OpenSSL names it
+/// A cipher suite rustls implements with the aws-lc-rs provider, named as OpenSSL names it
 /// (the IANA name is accepted too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CipherSuite {
@@ -422,7 +422,7 @@ fn parse_suites(value: &str) -> Result<Vec<CipherSuite>, String> {
     Ok(out)
 }
 
-/// A key-exchange group rustls implements with the ring provider.
+/// A key-exchange group rustls implements with the aws-lc-rs provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KxGroup {
     X25519,
