@@ -172,9 +172,19 @@ pub async fn run(
         .get(&user)
         .or(fetched.as_ref().and_then(|f| f.user_auth()));
     let end_point = accepted_tls.as_ref().and_then(|t| t.end_point.as_deref());
-    let passthrough = authenticate(conn, &method, &user, user_auth, &auth_table, end_point)
-        .await
-        .inspect_err(|e| fetched.iter().for_each(|f| f.login_failed(e)))?;
+    // SCRAM's last message waits in `out` to go with AuthenticationOk and the welcome,
+    // in one send, as PostgreSQL sends them.
+    let passthrough = authenticate(
+        conn,
+        &method,
+        &user,
+        user_auth,
+        &auth_table,
+        end_point,
+        &mut out,
+    )
+    .await
+    .inspect_err(|e| fetched.iter().for_each(|f| f.login_failed(e)))?;
 
     let pool = shard.pool_for(&database, &user, db)?;
     match &fetched {
@@ -627,7 +637,9 @@ fn check_peer(
 
 /// Runs the chosen method; on success returns the credential a password login left
 /// behind (keys for pass-through to the server), if any. `end_point` is the
-/// channel-binding data of the TLS session, when there is one that can bind.
+/// channel-binding data of the TLS session, when there is one that can bind. A final
+/// message the method has for the client (SCRAM's) is appended to `pending`, for the
+/// caller to send with what follows.
 async fn authenticate(
     conn: &mut ClientConn,
     (method, demand): &(Method, CertDemand),
@@ -635,6 +647,7 @@ async fn authenticate(
     user_auth: Option<&UserAuth>,
     table: &AuthTable,
     end_point: Option<&[u8]>,
+    pending: &mut BytesMut,
 ) -> Result<Option<ServerCredential>, SessionError> {
     match demand {
         CertDemand::None => {}
@@ -680,7 +693,7 @@ async fn authenticate(
             }
             // A SCRAM-only user is switched to SCRAM, as PostgreSQL does.
             None if user_auth.is_some_and(|u| u.scram_secret().is_some()) => {
-                scram(conn, user, user_auth, table, end_point).await
+                scram(conn, user, user_auth, table, end_point, pending).await
             }
             // Unknown user: ask for a password anyway, then fail the same way.
             None => {
@@ -691,7 +704,7 @@ async fn authenticate(
                 Err(auth_failed(user))
             }
         },
-        Method::Scram => scram(conn, user, user_auth, table, end_point).await,
+        Method::Scram => scram(conn, user, user_auth, table, end_point, pending).await,
     }
 }
 
@@ -716,12 +729,14 @@ fn check_cleartext(auth: &UserAuth, user: &str, given: &[u8]) -> bool {
 
 /// SCRAM-SHA-256, and SCRAM-SHA-256-PLUS with `tls-server-end-point` binding when the
 /// client came over TLS (so libpq's `channel_binding=require` works through pgring).
+/// AuthenticationSASLFinal is appended to `pending`, not sent.
 async fn scram(
     conn: &mut ClientConn,
     user: &str,
     user_auth: Option<&UserAuth>,
     table: &AuthTable,
     end_point: Option<&[u8]>,
+    pending: &mut BytesMut,
 ) -> Result<Option<ServerCredential>, SessionError> {
     let known = user_auth.and_then(|u| u.scram_secret());
     let mock;
@@ -773,14 +788,12 @@ async fn scram(
     if known.is_none() {
         return Err(auth_failed(user));
     }
-    out.clear();
     backend::authentication(
-        &mut out,
+        pending,
         &Authentication::SaslFinal {
             data: &server_final,
         },
     );
-    conn.write_all(&out).await?;
     Ok(Some(ServerCredential::ScramKeys {
         client_key: *client_key.as_bytes(),
         server_key: *secret.server_key(),
