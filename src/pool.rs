@@ -137,10 +137,13 @@ pub struct Pool {
     address: Rc<ServerAddress>,
     pub settings: RefCell<PoolSettings>,
     credential: RefCell<ServerCredential>,
-    idle: RefCell<Vec<ServerConn>>,
+    /// Boxed connections: they move between the pool and sessions at every transaction,
+    /// and a session keeps only the pointer.
+    #[allow(clippy::vec_box)]
+    idle: RefCell<Vec<Box<ServerConn>>>,
     /// Server connections open or being opened: idle + in use + connecting.
     open: Cell<u32>,
-    waiters: RefCell<VecDeque<oneshot::Sender<ServerConn>>>,
+    waiters: RefCell<VecDeque<oneshot::Sender<Box<ServerConn>>>>,
     /// Parameters a fresh server reports, shown to clients at login.
     welcome: RefCell<Option<Params>>,
     /// The latest failed connection attempt, for `server_login_retry`.
@@ -149,9 +152,9 @@ pub struct Pool {
 
 /// What [`Pool::pop_idle`] found.
 enum Idle {
-    Ready(ServerConn),
+    Ready(Box<ServerConn>),
     /// Idle past `server_check_delay`: run `server_check_query` before handing it out.
-    NeedsCheck(ServerConn),
+    NeedsCheck(Box<ServerConn>),
 }
 
 /// Counters for the periodic stats line and, later, SHOW POOLS.
@@ -224,7 +227,7 @@ impl Pool {
     }
 
     /// Gets a server connection: an idle one, a new one, or the next one released.
-    pub async fn acquire(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
+    pub async fn acquire(self: &Rc<Self>) -> Result<Box<ServerConn>, SessionError> {
         let mut first_miss = None;
         loop {
             if let Some(conn) = self.take_idle().await {
@@ -301,7 +304,7 @@ impl Pool {
 
     /// An idle connection that can be handed out at once: fit for use and not due for
     /// `server_check_query`. The attach path of every transaction starts here.
-    pub fn take_ready(&self) -> Option<ServerConn> {
+    pub fn take_ready(&self) -> Option<Box<ServerConn>> {
         match self.pop_idle()? {
             Idle::Ready(conn) => Some(conn),
             Idle::NeedsCheck(conn) => {
@@ -313,7 +316,7 @@ impl Pool {
 
     /// Pops an idle connection that is still fit for use, running `server_check_query`
     /// on it when it has been idle longer than `server_check_delay`.
-    async fn take_idle(self: &Rc<Self>) -> Option<ServerConn> {
+    async fn take_idle(self: &Rc<Self>) -> Option<Box<ServerConn>> {
         loop {
             let mut conn = match self.pop_idle()? {
                 Idle::Ready(conn) => return Some(conn),
@@ -379,7 +382,7 @@ impl Pool {
     }
 
     /// Opens a connection; the caller has taken its shared slot.
-    async fn open_new(self: &Rc<Self>) -> Result<ServerConn, SessionError> {
+    async fn open_new(self: &Rc<Self>) -> Result<Box<ServerConn>, SessionError> {
         // After a failed login, clients get that failure at once for server_login_retry
         // instead of each one trying (and waiting for) the server again.
         if let Some((when, error)) = &*self.last_login_failure.borrow() {
@@ -408,7 +411,7 @@ impl Pool {
     }
 
     /// Returns a connection that is quiet (no transaction, nothing owed).
-    pub fn release(&self, conn: ServerConn) {
+    pub fn release(&self, conn: Box<ServerConn>) {
         let now = CoarseInstant::now();
         conn.last_used.set(now);
         let lifetime = self.settings.borrow().server_lifetime;
@@ -435,7 +438,7 @@ impl Pool {
     }
 
     /// Closes a connection that must not be reused (broken, mid-transaction, too old).
-    pub fn discard(&self, conn: ServerConn) {
+    pub fn discard(&self, conn: Box<ServerConn>) {
         drop(conn);
         self.slot_freed();
     }

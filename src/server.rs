@@ -432,10 +432,10 @@ pub async fn connect(
     address: Rc<ServerAddress>,
     credential: &ServerCredential,
     opts: ConnectOptions,
-) -> Result<ServerConn, SessionError> {
+) -> Result<Box<ServerConn>, SessionError> {
     let login = async {
         let stream = open_secured(&target.address, &opts).await?;
-        let mut conn = ServerConn {
+        let mut conn = Box::new(ServerConn {
             stream,
             rbuf: ReadBuf::new(crate::buffer::INITIAL_READ_BUF, SERVER_INSPECT_CEILING),
             framer: Framer::new(opts.max_message),
@@ -447,7 +447,7 @@ pub async fn connect(
             created: CoarseInstant::now(),
             last_used: Cell::new(CoarseInstant::now()),
             address,
-        };
+        });
         login(&mut conn, target, credential).await?;
         Ok(conn)
     };
