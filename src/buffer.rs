@@ -31,7 +31,7 @@ thread_local! {
 }
 
 /// A spare buffer of [`INITIAL_READ_BUF`] bytes (a new one when the list is empty).
-fn borrow_spare() -> Vec<u8> {
+pub(crate) fn borrow_spare() -> Vec<u8> {
     SPARE
         .with(|s| s.borrow_mut().pop())
         .unwrap_or_else(|| vec![0; INITIAL_READ_BUF])
@@ -39,7 +39,7 @@ fn borrow_spare() -> Vec<u8> {
 
 /// Gives storage back: kept when it has the standard size and the list is not full,
 /// freed otherwise.
-fn return_spare(storage: Vec<u8>) {
+pub(crate) fn return_spare(storage: Vec<u8>) {
     if storage.len() != INITIAL_READ_BUF {
         return;
     }
@@ -79,6 +79,11 @@ impl ReadBuf {
     /// The unconsumed bytes.
     pub fn data(&self) -> &[u8] {
         &self.data[self.start..self.end]
+    }
+
+    /// The unconsumed bytes, writable (rustls decrypts TLS records where they lie).
+    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,7 +132,7 @@ impl ReadBuf {
 
     /// One read attempt. An empty buffer borrows spare storage for the attempt and gives
     /// it back unless bytes arrived.
-    fn poll_fill<S: AsyncRead + Unpin>(
+    pub(crate) fn poll_fill<S: AsyncRead + Unpin>(
         &mut self,
         cx: &mut Context<'_>,
         source: &mut S,

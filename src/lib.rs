@@ -22,4 +22,5 @@ pub mod server;
 pub mod shard;
 pub mod timeout;
 pub mod tls;
+pub mod tls_stream;
 pub mod x509;

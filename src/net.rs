@@ -199,9 +199,10 @@ pub enum Stream {
     /// A Unix-socket connection, with its fd when pgring opened it (glommio does not
     /// expose the fd of a Unix stream; server connections need it for liveness checks).
     Unix(UnixStream, Option<RawFd>),
-    /// A client's TLS session over its TCP stream (boxed: the session state is large,
-    /// and the plaintext variants should not pay for it).
-    Tls(Box<futures_rustls::server::TlsStream<Stream>>),
+    /// A client's TLS session over its TCP stream, pgring being the TLS server (boxed: the
+    /// session state is large, and the plaintext variants should not pay for it). pgring's
+    /// own adapter over rustls's unbuffered API, see [`crate::tls_stream`].
+    Tls(Box<crate::tls_stream::TlsStream>),
     /// A server connection's TLS session over its TCP stream, pgring being the TLS client.
     ServerTls(Box<futures_rustls::client::TlsStream<Stream>>),
     /// Nothing: left in place while the transport is moved into a TLS session, and
@@ -225,7 +226,7 @@ impl Stream {
     pub fn is_unix(&self) -> bool {
         match self {
             Stream::Unix(..) => true,
-            Stream::Tls(s) => s.get_ref().0.is_unix(),
+            Stream::Tls(s) => s.get_ref().is_unix(),
             Stream::ServerTls(s) => s.get_ref().0.is_unix(),
             Stream::Tcp(_) | Stream::Detached => false,
         }
@@ -236,8 +237,6 @@ impl Stream {
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
             Stream::Tls(s) => s
-                .get_ref()
-                .1
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref()),
@@ -245,7 +244,7 @@ impl Stream {
         }
     }
 
-    /// True for both TLS variants: writes then need a flush to leave rustls's buffer.
+    /// True for both TLS variants: writes then need a flush to leave the TLS buffer.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_) | Stream::ServerTls(_))
     }
@@ -288,7 +287,7 @@ impl Stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(_, Some(fd)) => *fd,
             Stream::Unix(_, None) | Stream::Detached => return false,
-            Stream::Tls(s) => return s.get_ref().0.closed_or_unsolicited(),
+            Stream::Tls(s) => return s.get_ref().closed_or_unsolicited(),
             Stream::ServerTls(s) => return s.get_ref().0.closed_or_unsolicited(),
         };
         let mut byte = 0u8;
@@ -374,11 +373,12 @@ impl AsyncWrite for Stream {
         }
     }
 
-    /// rustls hands its queued records over as a list of buffers (a handshake flight is
-    /// four to six records). glommio's streams write one buffer per call, which would make
-    /// every record a `send` of its own: on a socket pgring holds the fd of, the list goes
-    /// out in one `sendmsg` instead, and glommio's single-buffer path is the fallback that
-    /// waits when the socket is full.
+    /// futures-rustls (server connections) hands its queued records over as a list of
+    /// buffers (a handshake flight is four to six records). glommio's streams write one
+    /// buffer per call, which would make every record a `send` of its own: on a socket
+    /// pgring holds the fd of, the list goes out in one `sendmsg` instead, and glommio's
+    /// single-buffer path is the fallback that waits when the socket is full. (A client's
+    /// TLS session queues its records in one buffer, so it needs none of this.)
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -306,7 +306,7 @@ async fn direct_tls(
     };
     start_tls(conn, tls.config.clone()).await?;
     let alpn = match &conn.stream {
-        Stream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+        Stream::Tls(tls) => tls.alpn_protocol(),
         _ => None,
     };
     if alpn != Some(crate::tls::ALPN_POSTGRESQL) {
@@ -330,16 +330,14 @@ fn direct_tls_refused() -> SessionError {
 }
 
 /// Runs the server side of a TLS handshake and puts the session in place of the plain
-/// stream. On failure the connection is left without a transport (it is closed).
+/// stream. On failure the alert has been sent and the connection is left without a
+/// transport (it is closed).
 async fn start_tls(
     conn: &mut ClientConn,
     config: std::sync::Arc<rustls::ServerConfig>,
 ) -> Result<(), SessionError> {
     let plain = std::mem::replace(&mut conn.stream, Stream::Detached);
-    match futures_rustls::TlsAcceptor::from(config)
-        .accept(plain)
-        .await
-    {
+    match crate::tls_stream::accept(plain, config).await {
         Ok(tls) => {
             conn.stream = Stream::Tls(Box::new(tls));
             Ok(())
