@@ -112,6 +112,23 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// rustls's answer to [`ByteQueue::encode`] when the room was too small (it says how much
+/// is needed), or when the record was already written.
+fn encode_room(e: EncodeError) -> Result<usize, Option<usize>> {
+    match e {
+        EncodeError::InsufficientSize(s) => Err(Some(s.required_size)),
+        EncodeError::AlreadyEncoded => Ok(0),
+    }
+}
+
+/// The room an encryption needs, or `None` when the session can encrypt no more.
+fn encrypt_room(e: EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        EncryptError::EncryptExhausted => None,
+    }
+}
+
 /// What the state machine should do once it may send application data.
 enum Act<'a> {
     Nothing,
@@ -205,11 +222,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => self
                     .outgoing
-                    .encode(0, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Ok(0),
-                    })
+                    .encode(0, |out| data.encode(out).or_else(encode_room))
                     .map(|()| None),
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     // What was encoded stays in `outgoing` until sent: before any wait for
@@ -219,43 +232,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
                 }
                 Ok(ConnectionState::BlockedHandshake) => Ok(Some(Rest::NeedInput)),
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let result =
-                        match std::mem::replace(&mut act, Act::Nothing) {
-                            Act::Nothing => Ok(()),
-                            Act::Encrypt(bufs) => {
-                                let mut result = Ok(());
-                                for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                                    let take = buf.len().min(MAX_WRITE - encrypted);
-                                    if take == 0 {
-                                        break;
-                                    }
-                                    let data = &buf[..take];
-                                    result = self.outgoing.encode(take + RECORD_OVERHEAD, |out| {
-                                        match traffic.encrypt(data, out) {
-                                            Ok(n) => Ok(n),
-                                            Err(EncryptError::InsufficientSize(s)) => {
-                                                Err(Some(s.required_size))
-                                            }
-                                            Err(EncryptError::EncryptExhausted) => Err(None),
-                                        }
-                                    });
-                                    if result.is_err() {
-                                        break;
-                                    }
-                                    encrypted += take;
+                    let result = match std::mem::replace(&mut act, Act::Nothing) {
+                        Act::Nothing => Ok(()),
+                        Act::Encrypt(bufs) => {
+                            let mut result = Ok(());
+                            for buf in bufs.iter().filter(|b| !b.is_empty()) {
+                                let take = buf.len().min(MAX_WRITE - encrypted);
+                                if take == 0 {
+                                    break;
                                 }
-                                result
+                                let data = &buf[..take];
+                                result = self.outgoing.encode(take + RECORD_OVERHEAD, |out| {
+                                    traffic.encrypt(data, out).map_err(encrypt_room)
+                                });
+                                if result.is_err() {
+                                    break;
+                                }
+                                encrypted += take;
                             }
-                            Act::CloseNotify => self.outgoing.encode(RECORD_OVERHEAD, |out| {
-                                match traffic.queue_close_notify(out) {
-                                    Ok(n) => Ok(n),
-                                    Err(EncryptError::InsufficientSize(s)) => {
-                                        Err(Some(s.required_size))
-                                    }
-                                    Err(EncryptError::EncryptExhausted) => Err(None),
-                                }
-                            }),
-                        };
+                            result
+                        }
+                        Act::CloseNotify => self.outgoing.encode(RECORD_OVERHEAD, |out| {
+                            traffic.queue_close_notify(out).map_err(encrypt_room)
+                        }),
+                    };
                     result.map(|()| Some(Rest::Writable))
                 }
                 Ok(ConnectionState::PeerClosed) => {
@@ -303,11 +303,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
             let more = match state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => self
                     .outgoing
-                    .encode(0, |out| match data.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Ok(0),
-                    })
+                    .encode(0, |out| data.encode(out).or_else(encode_room))
                     .is_ok(),
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
                     while traffic.next_record().is_some() {}
