@@ -12,7 +12,9 @@ pub mod login;
 pub mod params;
 pub mod session;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -104,7 +106,7 @@ impl ClientConn {
 }
 
 /// Counts a client against `max_client_conn` for as long as it lives.
-struct ClientSlot(Rc<Shard>);
+pub(super) struct ClientSlot(Rc<Shard>);
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
@@ -112,24 +114,40 @@ impl Drop for ClientSlot {
     }
 }
 
+/// A logged-in client's session, ready to run (it owns everything it needs).
+type SessionFuture = Pin<Box<dyn Future<Output = ()>>>;
+
 /// Serves one accepted connection to the end.
-pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) {
-    let config = shard.config();
+///
+/// The task's own future stays a few words: the login (large: TLS, SCRAM, the welcome)
+/// runs boxed and is freed when it ends, and the session it hands over is boxed too, at
+/// the size an idle client keeps for as long as it is connected. (Not an `async fn`,
+/// which would keep its arguments twice, for the whole connection.)
+#[allow(clippy::manual_async_fn)]
+pub fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) -> impl Future<Output = ()> {
+    async move {
+        if let Some(session) = Box::pin(log_in(shard, stream, peer)).await {
+            session.await;
+        }
+    }
+}
+
+/// Admits the client and runs its login; on success, the session to run.
+async fn log_in(shard: Rc<Shard>, stream: Stream, peer: Peer) -> Option<SessionFuture> {
     let mut conn = ClientConn {
         stream,
         rbuf: ReadBuf::new(INITIAL_READ_BUF.min(1024), LOGIN_CEILING),
         peer,
     };
+    let config = shard.config();
     // Over max_client_conn the client is still read up to its startup packet, so that the
     // refusal answers the startup (libpq drops errors sent in answer to SSLRequest) and
     // cancel requests still get through.
     let admitted = shard.shared.admit_client(config.pooler.max_client_conn);
-    let _slot = admitted.then(|| ClientSlot(shard.clone()));
-    // The login's state machine is large (TLS, SCRAM, the welcome) and needed once: boxed,
-    // it is freed when the login ends instead of sizing every idle client's task.
+    let slot = admitted.then(|| ClientSlot(shard.clone()));
     let login = crate::timeout::with_timeout(
         config.pooler.client_login_timeout,
-        Box::pin(login::run(&shard, &mut conn, admitted)),
+        login::run(&shard, &mut conn, admitted),
     )
     .await;
     let login = match login {
@@ -139,22 +157,21 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) {
                 sqlstate::PROTOCOL_VIOLATION,
                 "client_login_timeout: the login did not finish in time",
             );
-            Box::pin(conn.send_fatal(&err)).await;
-            return;
+            conn.send_fatal(&err).await;
+            return None;
         }
         Some(Err(err)) => {
             if config.pooler.log_pooler_errors && err.client_reachable() {
                 log::warn!("{}: login failed: {err}", conn.peer);
             }
-            Box::pin(conn.send_fatal(&err)).await;
-            return;
+            conn.send_fatal(&err).await;
+            return None;
         }
         Some(Ok(login::Outcome::Cancel(key))) => {
-            Box::pin(crate::cancel::route(&shard, key)).await;
-            return;
+            crate::cancel::route(&shard, key).await;
+            return None;
         }
         Some(Ok(login::Outcome::Ready(session))) => session,
     };
-    // Boxed too: the task then holds only what an idle session needs.
-    Box::pin(session::run(&shard, conn, login)).await;
+    Some(Box::pin(session::run(shard, conn, login, slot)))
 }

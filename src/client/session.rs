@@ -19,9 +19,7 @@ use futures_channel::oneshot;
 use futures_lite::FutureExt;
 
 use super::login::LoggedIn;
-use super::params::ClientParams;
-use super::ClientConn;
-use crate::cancel::CancelSlot;
+use super::{ClientConn, ClientSlot};
 use crate::config::PoolMode;
 use crate::error::{Fault, SessionError};
 use crate::pool::Pool;
@@ -50,82 +48,96 @@ struct Limits {
     reset_always: bool,
 }
 
-pub async fn run(shard: &Rc<Shard>, mut conn: ClientConn, login: LoggedIn) {
-    let config = shard.config();
-    let user_cfg = config.users.get(&login.user);
-    let max_message = config.pooler.max_packet_size as usize;
-    let limits = Limits {
-        mode: login.pool.mode(),
-        client_idle_timeout: user_cfg
-            .and_then(|u| u.client_idle_timeout)
-            .unwrap_or(config.pooler.client_idle_timeout),
-        idle_transaction_timeout: user_cfg
-            .and_then(|u| u.idle_transaction_timeout)
-            .unwrap_or(config.pooler.idle_transaction_timeout),
-        query_timeout: user_cfg
-            .and_then(|u| u.query_timeout)
-            .unwrap_or(config.pooler.query_timeout),
-        reset_query: config.pooler.server_reset_query.clone(),
-        reset_always: config.pooler.server_reset_query_always,
-    };
-    let log_disconnections = config.pooler.log_disconnections;
-    let log_errors = config.pooler.log_pooler_errors;
-    drop(config);
+/// Runs the session of a logged-in client to its end; `slot` counts it against
+/// `max_client_conn` until then.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an async
+/// fn keeps each argument twice in its future (the argument, and the local it is moved
+/// into), and this future lives as long as the client, idle or not.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+pub(super) fn run(
+    shard: Rc<Shard>,
+    mut conn: ClientConn,
+    login: LoggedIn,
+    slot: Option<ClientSlot>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _slot = slot;
+        let shard = &shard;
+        let config = shard.config();
+        let user_cfg = config.users.get(&login.user);
+        let max_message = config.pooler.max_packet_size as usize;
+        let limits = Limits {
+            mode: login.pool.mode(),
+            client_idle_timeout: user_cfg
+                .and_then(|u| u.client_idle_timeout)
+                .unwrap_or(config.pooler.client_idle_timeout),
+            idle_transaction_timeout: user_cfg
+                .and_then(|u| u.idle_transaction_timeout)
+                .unwrap_or(config.pooler.idle_transaction_timeout),
+            query_timeout: user_cfg
+                .and_then(|u| u.query_timeout)
+                .unwrap_or(config.pooler.query_timeout),
+            reset_query: config.pooler.server_reset_query.clone(),
+            reset_always: config.pooler.server_reset_query_always,
+        };
+        let log_disconnections = config.pooler.log_disconnections;
+        let log_errors = config.pooler.log_pooler_errors;
+        drop(config);
 
-    let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    login.cancel.set_shutdown(shutdown_tx);
-    let mut session = Session {
-        shard,
-        pool: &login.pool,
-        params: login.params,
-        cancel: login.cancel.clone(),
-        limits,
-        tracker: TxTracker::default(),
-        client_framer: Framer::new(max_message),
-        server: None,
-        query_started: None,
-        shutdown: shutdown_rx,
-    };
-    let result = session.pump(&mut conn).await;
-    Box::pin(session.finish()).await;
-    shard.cancel.unregister(login.cancel.key());
-    match result {
-        Ok(reason) => {
-            if log_disconnections {
-                log::info!(
-                    "{}: closing: db={} user={}: {reason}",
-                    conn.peer,
-                    login.database,
-                    login.user
-                );
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        login.cancel.set_shutdown(shutdown_tx);
+        let mut session = Session {
+            shard,
+            login,
+            limits,
+            tracker: TxTracker::default(),
+            client_framer: Framer::new(max_message),
+            server: None,
+            query_started: None,
+            shutdown: shutdown_rx,
+        };
+        let result = session.pump(&mut conn).await;
+        Box::pin(session.finish()).await;
+        let login = &session.login;
+        shard.cancel.unregister(login.cancel.key());
+        match result {
+            Ok(reason) => {
+                if log_disconnections {
+                    log::info!(
+                        "{}: closing: db={} user={}: {reason}",
+                        conn.peer,
+                        login.database,
+                        login.user
+                    );
+                }
             }
-        }
-        Err(e) => {
-            if log_errors && e.client_reachable() {
-                log::warn!(
-                    "{}: closing: db={} user={}: {e}",
-                    conn.peer,
-                    login.database,
-                    login.user
-                );
-            } else if log_disconnections {
-                log::info!(
-                    "{}: closing: db={} user={}: {e}",
-                    conn.peer,
-                    login.database,
-                    login.user
-                );
+            Err(e) => {
+                if log_errors && e.client_reachable() {
+                    log::warn!(
+                        "{}: closing: db={} user={}: {e}",
+                        conn.peer,
+                        login.database,
+                        login.user
+                    );
+                } else if log_disconnections {
+                    log::info!(
+                        "{}: closing: db={} user={}: {e}",
+                        conn.peer,
+                        login.database,
+                        login.user
+                    );
+                }
+                Box::pin(conn.send_fatal(&e)).await;
             }
-            Box::pin(conn.send_fatal(&e)).await;
         }
     }
 }
 
 struct Session<'a> {
     shard: &'a Rc<Shard>,
-    pool: &'a Rc<Pool>,
-    params: ClientParams,
-    cancel: Rc<CancelSlot>,
+    /// The login's outcome: the pool, the client's parameters, its cancel slot.
+    login: LoggedIn,
     limits: Limits,
     tracker: TxTracker,
     client_framer: Framer,
@@ -153,8 +165,8 @@ impl Session<'_> {
                 if self.server.is_none() {
                     // The common case needs no await: an idle server that already shows
                     // the client's parameters.
-                    match self.pool.take_ready() {
-                        Some(server) if self.params.matches(&server.params) => {
+                    match self.login.pool.take_ready() {
+                        Some(server) if self.login.params.matches(&server.params) => {
                             self.attached(server)
                         }
                         ready => Box::pin(self.attach(ready)).await?,
@@ -273,7 +285,7 @@ impl Session<'_> {
         let Session {
             server,
             tracker,
-            params,
+            login,
             query_started,
             shard,
             ..
@@ -328,7 +340,7 @@ impl Session<'_> {
                 } => {
                     let (name, value) = backend::parse_parameter_status(body)
                         .map_err(SessionError::server_protocol)?;
-                    params.set(name, value);
+                    login.params.set(name, value);
                     server_params.set(name, value);
                     pos += len;
                 }
@@ -373,10 +385,10 @@ impl Session<'_> {
             return Err(refusal);
         }
         let mut server = self.server.take().expect("called with a server attached");
-        self.cancel.set_server(None);
+        self.login.cancel.set_server(None);
         match server.run_internal("ROLLBACK").await {
-            Ok(()) => self.pool.release(server),
-            Err(_) => self.pool.discard(server),
+            Ok(()) => self.login.pool.release(server),
+            Err(_) => self.login.pool.discard(server),
         }
         self.tracker = TxTracker::default();
         let mut out = bytes::BytesMut::new();
@@ -423,18 +435,18 @@ impl Session<'_> {
     async fn attach(&mut self, ready: Option<Box<ServerConn>>) -> Result<(), SessionError> {
         let mut server = match ready {
             Some(server) => server,
-            None => self.pool.acquire().await?,
+            None => self.login.pool.acquire().await?,
         };
-        if let Some(sql) = self.params.alignment_sql(&server.params) {
+        if let Some(sql) = self.login.params.alignment_sql(&server.params) {
             if let Err(e) = server.run_internal(&sql).await {
                 if e.sqlstate == sqlstate::CONNECTION_FAILURE {
-                    self.pool.discard(server);
+                    self.login.pool.discard(server);
                 } else {
-                    self.pool.release(server);
+                    self.login.pool.release(server);
                 }
                 return Err(e);
             }
-            self.params.adopt_server_spelling(&server.params);
+            self.login.params.adopt_server_spelling(&server.params);
         }
         self.attached(server);
         Ok(())
@@ -442,7 +454,8 @@ impl Session<'_> {
 
     /// Makes `server` (aligned) this client's server.
     fn attached(&mut self, server: Box<ServerConn>) {
-        self.cancel
+        self.login
+            .cancel
             .set_server(Some((server.backend_key, server.address.clone())));
         self.server = Some(server);
     }
@@ -450,15 +463,15 @@ impl Session<'_> {
     /// Gives the attached (quiet) server back to the pool.
     fn detach(&mut self) {
         if let Some(server) = self.server.take() {
-            self.cancel.set_server(None);
+            self.login.cancel.set_server(None);
             if self.limits.reset_always && !self.limits.reset_query.is_empty() {
                 // Reset before anyone else sees it; runs on its own task so this client
                 // is not held up.
-                let pool = self.pool.clone();
+                let pool = self.login.pool.clone();
                 let sql = self.limits.reset_query.clone();
                 glommio::spawn_local(reset_and_release(pool, server, sql)).detach();
             } else {
-                self.pool.release(server);
+                self.login.pool.release(server);
             }
         }
     }
@@ -466,8 +479,8 @@ impl Session<'_> {
     /// Closes the attached server: it may be mid-transaction or broken.
     fn drop_server(&mut self) {
         if let Some(server) = self.server.take() {
-            self.cancel.set_server(None);
-            self.pool.discard(server);
+            self.login.cancel.set_server(None);
+            self.login.pool.discard(server);
         }
     }
 
@@ -476,16 +489,21 @@ impl Session<'_> {
         let Some(server) = self.server.take() else {
             return;
         };
-        self.cancel.set_server(None);
+        self.login.cancel.set_server(None);
         if !self.tracker.is_quiet() {
-            self.pool.discard(server);
+            self.login.pool.discard(server);
             return;
         }
         let reset = self.limits.mode == PoolMode::Session || self.limits.reset_always;
         if reset && !self.limits.reset_query.is_empty() {
-            reset_and_release(self.pool.clone(), server, self.limits.reset_query.clone()).await;
+            reset_and_release(
+                self.login.pool.clone(),
+                server,
+                self.limits.reset_query.clone(),
+            )
+            .await;
         } else {
-            self.pool.release(server);
+            self.login.pool.release(server);
         }
     }
 }
