@@ -87,11 +87,6 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    /// The current value of a reported parameter.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name)
-    }
-
     /// Runs a simple query of pgring's own and swallows its results, keeping the
     /// parameters the server reports. An ErrorResponse becomes `Err`, after the server
     /// is ready again.
