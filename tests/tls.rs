@@ -534,7 +534,7 @@ fn tls12_suites() -> Vec<rustls::SupportedCipherSuite> {
         .collect()
 }
 
-/// The default suites and groups of rustls's ring provider.
+/// The default suites and groups of rustls's aws-lc-rs provider.
 fn all_suites() -> Vec<rustls::SupportedCipherSuite> {
     rustls::crypto::aws_lc_rs::DEFAULT_CIPHER_SUITES.to_vec()
 }
