@@ -24,7 +24,7 @@ import sys
 
 # Medians, ranges and number formatting are the pgbench report's (bench/report.py, next to
 # this file, which Python puts on the import path when it runs this script).
-from report import fmt_num as num, fmt_range as rng, med, spread as lo_hi
+from report import fmt_num as num, fmt_range as rng, med, parse_pgbench, spread as lo_hi
 
 TARGETS = ["pgring", "pgbouncer", "direct"]
 POOLERS = ["pgring", "pgbouncer"]
@@ -141,19 +141,6 @@ def load_runs(runs_dir):
         )
         runs.append(run)
     return runs
-
-
-def parse_pgbench(text):
-    def grab(pattern, conv=float):
-        m = re.search(pattern, text, re.MULTILINE)
-        return conv(m.group(1)) if m else None
-
-    return {
-        "transactions": grab(r"^number of transactions actually processed: (\d+)", int),
-        "failed": grab(r"^number of failed transactions: (\d+)", int),
-        "latency_avg_ms": grab(r"^latency average = ([\d.]+) ms"),
-        "tps": grab(r"^tps = ([\d.]+)"),
-    }
 
 
 def load_pgbench(runs_dir, hz):
@@ -280,7 +267,9 @@ def goals(agg):
     """(goal, pgring, pgbouncer measured, pgbouncer per the issue, met) rows."""
     rows = []
 
-    def add(label, pr, pb, issue, limit, fmt, lower_is_better=True):
+    def add(label, workload, key, issue, limit, fmt, lower_is_better=True):
+        pr = get(agg, workload, "pgring", key)
+        pb = get(agg, workload, "pgbouncer", key)
         if pr is None:
             met = "not measured"
         elif limit is None:
@@ -295,30 +284,14 @@ def goals(agg):
     kb = lambda v: "—" if v is None else f"{v / 1024:.1f} kB"  # noqa: E731
     times = lambda v: "—" if v is None else f"{v:.2f}×"  # noqa: E731
 
-    add("pooler CPU per tx, no TLS (tx, 50 clients, simple): ≤ 8 µs",
-        get(agg, "tx-c50-simple", "pgring", "cpu_us_median"),
-        get(agg, "tx-c50-simple", "pgbouncer", "cpu_us_median"), "19 µs", 8, us)
-    add("pooler CPU per tx, TLS on both hops (tx, 50 clients): ≤ 12 µs",
-        get(agg, "tx-c50-tls", "pgring", "cpu_us_median"),
-        get(agg, "tx-c50-tls", "pgbouncer", "cpu_us_median"), "34 µs", 12, us)
-    add("pooler CPU per TLS + SCRAM connection (full handshake): ≤ 200 µs",
-        get(agg, "hs-tls-scram", "pgring", "cpu_us_median"),
-        get(agg, "hs-tls-scram", "pgbouncer", "cpu_us_median"), "730 µs", 200, us)
-    add("pooler CPU per plain connection (plaintext SCRAM): ≤ 40 µs",
-        get(agg, "hs-plain-scram", "pgring", "cpu_us_median"),
-        get(agg, "hs-plain-scram", "pgbouncer", "cpu_us_median"), "135 µs", 40, us)
-    add("added latency at 1 client (p50 − direct p50): ≤ +18 µs",
-        get(agg, "tx-c1", "pgring", "added_p50_us_median"),
-        get(agg, "tx-c1", "pgbouncer", "added_p50_us_median"), "+31 µs", 18, plus)
-    add("RSS per idle plaintext client: ≤ 2 kB",
-        get(agg, "idle-plain", "pgring", "rss_bytes_per_connection_median"),
-        get(agg, "idle-plain", "pgbouncer", "rss_bytes_per_connection_median"), "1.0 kB", 2048, kb)
-    add("RSS per idle TLS client: ≤ 10 kB",
-        get(agg, "idle-tls", "pgring", "rss_bytes_per_connection_median"),
-        get(agg, "idle-tls", "pgbouncer", "rss_bytes_per_connection_median"), "15.5 kB", 10240, kb)
-    add("tps vs direct (tx, 50 clients, simple): ≥ 0.83×",
-        get(agg, "tx-c50-simple", "pgring", "rate_ratio_to_direct_median"),
-        get(agg, "tx-c50-simple", "pgbouncer", "rate_ratio_to_direct_median"), "—", 0.83, times, False)
+    add("pooler CPU per tx, no TLS (tx, 50 clients, simple): ≤ 8 µs", "tx-c50-simple", "cpu_us_median", "19 µs", 8, us)
+    add("pooler CPU per tx, TLS on both hops (tx, 50 clients): ≤ 12 µs", "tx-c50-tls", "cpu_us_median", "34 µs", 12, us)
+    add("pooler CPU per TLS + SCRAM connection (full handshake): ≤ 200 µs", "hs-tls-scram", "cpu_us_median", "730 µs", 200, us)
+    add("pooler CPU per plain connection (plaintext SCRAM): ≤ 40 µs", "hs-plain-scram", "cpu_us_median", "135 µs", 40, us)
+    add("added latency at 1 client (p50 − direct p50): ≤ +18 µs", "tx-c1", "added_p50_us_median", "+31 µs", 18, plus)
+    add("RSS per idle plaintext client: ≤ 2 kB", "idle-plain", "rss_bytes_per_connection_median", "1.0 kB", 2048, kb)
+    add("RSS per idle TLS client: ≤ 10 kB", "idle-tls", "rss_bytes_per_connection_median", "15.5 kB", 10240, kb)
+    add("tps vs direct (tx, 50 clients, simple): ≥ 0.83×", "tx-c50-simple", "rate_ratio_to_direct_median", "—", 0.83, times, False)
     mw = many_workload(agg)
     if mw:
         pr = get(agg, mw, "pgring", "p99_median")
