@@ -65,24 +65,13 @@ impl ReportedParams {
         self.all.push((name.to_owned(), value.to_owned()));
     }
 
-    /// The value of any reported parameter, by its exact name.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.all
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// The value of the tracked parameter at `index` in [`TRACKED`].
     pub fn tracked(&self, index: usize) -> Option<&str> {
         let pos = *self.tracked.get(index)?;
         self.all.get(usize::from(pos)).map(|(_, v)| v.as_str())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.all.iter().map(|(n, v)| (n.as_str(), v.as_str()))
-    }
-
+    /// Every reported parameter (name, value), in the order first seen.
     pub fn to_vec(&self) -> Vec<(String, String)> {
         self.all.clone()
     }
@@ -108,8 +97,9 @@ mod tests {
         assert_eq!(p.tracked(1), None);
         p.set("TimeZone", "Europe/Paris");
         assert_eq!(p.tracked(2), Some("Europe/Paris"));
-        assert_eq!(p.get("server_version"), Some("15.4"));
-        assert_eq!(p.iter().count(), 2);
+        let all = p.to_vec();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], ("server_version".to_owned(), "15.4".to_owned()));
         // Only the canonical spelling a server reports is indexed.
         p.set("timezone", "x");
         assert_eq!(p.tracked(2), Some("Europe/Paris"));
