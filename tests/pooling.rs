@@ -545,3 +545,34 @@ async fn query_timeout_and_idle_transaction_timeout_end_the_session_with_their_s
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn client_idle_timeout_closes_an_idle_client_and_spares_a_busy_one() {
+    let s = setup("pool_mode = \"transaction\"\nshards = 1\nclient_idle_timeout = 1");
+    let port = s.pgring.port();
+
+    let idle = connect(port).await;
+    let busy = connect(port).await;
+    idle.batch_execute("SELECT 1").await.unwrap();
+    // The busy client asks something every 300 ms for 2.5 s: never idle for a second.
+    for _ in 0..8 {
+        busy.batch_execute("SELECT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    busy.batch_execute("SELECT 1")
+        .await
+        .expect("a client that keeps talking is not closed");
+    let err = idle
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("client_idle_timeout closed the idle client");
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::IDLE_SESSION_TIMEOUT),
+        "{err:?}"
+    );
+    assert!(
+        s.pgring.log().contains("client_idle_timeout"),
+        "{}",
+        s.pgring.log()
+    );
+}

@@ -44,8 +44,7 @@ pub enum Outcome {
 
 /// A logged-in client, ready for the pooling loop.
 pub struct LoggedIn {
-    pub database: String,
-    pub user: String,
+    /// The pool of the client's (database, user); its key names both.
     pub pool: Rc<Pool>,
     pub params: ClientParams,
     /// The key this client was given in BackendKeyData.
@@ -265,8 +264,6 @@ pub async fn run(
         return Err(e);
     }
     Ok(Outcome::Ready(LoggedIn {
-        database,
-        user,
         pool,
         params: aligned,
         cancel,

@@ -121,12 +121,15 @@ type SessionFuture = Pin<Box<dyn Future<Output = ()>>>;
 ///
 /// The task's own future stays a few words: the login (large: TLS, SCRAM, the welcome)
 /// runs boxed and is freed when it ends, and the session it hands over is boxed too, at
-/// the size an idle client keeps for as long as it is connected. (Not an `async fn`,
-/// which would keep its arguments twice, for the whole connection.)
-#[allow(clippy::manual_async_fn)]
+/// the size an idle client keeps for as long as it is connected. The login is boxed
+/// before the `async move` block so that the block captures one pointer: what a future
+/// captures keeps its place for the future's whole life, and the stream and peer
+/// captured by value would stay in the task (about 170 bytes) long after the login took
+/// them.
 pub fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) -> impl Future<Output = ()> {
+    let login = Box::pin(log_in(shard, stream, peer));
     async move {
-        if let Some(session) = Box::pin(log_in(shard, stream, peer)).await {
+        if let Some(session) = login.await {
             session.await;
         }
     }

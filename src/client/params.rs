@@ -15,14 +15,32 @@ pub fn tracked_name(name: &str) -> Option<&'static str> {
 }
 
 /// The values a client expects, by position in [`TRACKED`].
+///
+/// Every logged-in client keeps one of these for as long as it is connected, idle or not,
+/// so the values share one allocation: set one after another in `text`, cut apart by
+/// `ends`. Values change only when the client sets one, which rebuilds the whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientParams {
-    values: [Option<String>; TRACKED.len()],
+    /// The values present, concatenated in [`TRACKED`] order.
+    text: Box<str>,
+    /// Where value `i` ends in `text` (an absent value is empty).
+    ends: [u32; TRACKED.len()],
+    /// Bit `i` is set when the client has a value for `TRACKED[i]`.
+    present: u8,
 }
 
 impl ClientParams {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values[tracked_index(name)?].as_deref()
+        self.value(tracked_index(name)?)
+    }
+
+    /// The client's value of `TRACKED[i]`.
+    fn value(&self, i: usize) -> Option<&str> {
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize)
     }
 
     /// Records a value; returns false when `name` is not tracked.
@@ -30,32 +48,45 @@ impl ClientParams {
         let Some(i) = tracked_index(name) else {
             return false;
         };
-        match &mut self.values[i] {
-            Some(v) => {
-                if v != value {
-                    v.clear();
-                    v.push_str(value);
-                }
-            }
-            slot => *slot = Some(value.to_owned()),
+        if self.value(i) != Some(value) {
+            let mut values = self.values();
+            values[i] = Some(value);
+            *self = ClientParams::from_values(values);
         }
         true
     }
 
+    /// Every value, by position.
+    fn values(&self) -> [Option<&str>; TRACKED.len()] {
+        std::array::from_fn(|i| self.value(i))
+    }
+
+    fn from_values(values: [Option<&str>; TRACKED.len()]) -> ClientParams {
+        let mut text = String::new();
+        let mut params = ClientParams::default();
+        for (i, value) in values.into_iter().enumerate() {
+            if let Some(v) = value {
+                text.push_str(v);
+                params.present |= 1 << i;
+            }
+            // Values come from protocol messages, far below 4 GiB in all.
+            params.ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        params.text = text.into_boxed_str();
+        params
+    }
+
     /// The tracked parameters the client has values for, in [`TRACKED`] order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        TRACKED
-            .iter()
-            .zip(&self.values)
-            .filter_map(|(n, v)| Some((*n, v.as_deref()?)))
+        (0..TRACKED.len()).filter_map(|i| Some((TRACKED[i], self.value(i)?)))
     }
 
     /// True when `server` already shows every value this client expects.
     pub fn matches(&self, server: &ReportedParams) -> bool {
-        self.values
-            .iter()
-            .enumerate()
-            .all(|(i, v)| v.is_none() || server.tracked(i) == v.as_deref())
+        (0..TRACKED.len()).all(|i| match self.value(i) {
+            None => true,
+            v => server.tracked(i) == v,
+        })
     }
 
     /// The `SET` statements that make `server` match this client, or `None` when it does.
@@ -64,9 +95,9 @@ impl ClientParams {
             return None;
         }
         let mut sql = String::new();
-        for (i, (name, value)) in TRACKED.iter().zip(&self.values).enumerate() {
-            let Some(value) = value else { continue };
-            if server.tracked(i) != Some(value.as_str()) {
+        for (i, name) in TRACKED.iter().enumerate() {
+            let Some(value) = self.value(i) else { continue };
+            if server.tracked(i) != Some(value) {
                 sql.push_str("SET ");
                 sql.push_str(&quote_ident(name));
                 sql.push_str(" = ");
@@ -80,13 +111,18 @@ impl ClientParams {
     /// After alignment, adopt the server's spelling of each value (`iso` comes back as
     /// `ISO, MDY`), so that the next comparison is exact.
     pub fn adopt_server_spelling(&mut self, server: &ReportedParams) {
-        for (i, value) in self.values.iter_mut().enumerate() {
-            if let (Some(value), Some(v)) = (value.as_mut(), server.tracked(i)) {
-                if v != value {
-                    v.clone_into(value);
+        if self.matches(server) {
+            return;
+        }
+        let mut values = self.values();
+        for (i, value) in values.iter_mut().enumerate() {
+            if value.is_some() {
+                if let Some(v) = server.tracked(i) {
+                    *value = Some(v);
                 }
             }
         }
+        *self = ClientParams::from_values(values);
     }
 }
 
@@ -118,6 +154,40 @@ mod tests {
         server.set("application_name", "it's");
         assert!(client.matches(&server));
         assert_eq!(client.alignment_sql(&server), None);
+    }
+
+    #[test]
+    fn changing_one_value_keeps_the_others() {
+        let mut p = ClientParams::default();
+        p.set("client_encoding", "UTF8");
+        p.set("TimeZone", "UTC");
+        p.set("application_name", "app");
+        p.set("timezone", "Europe/Paris");
+        assert_eq!(p.get("client_encoding"), Some("UTF8"));
+        assert_eq!(p.get("TimeZone"), Some("Europe/Paris"));
+        assert_eq!(p.get("application_name"), Some("app"));
+        assert_eq!(p.get("DateStyle"), None);
+        p.set("application_name", "");
+        assert_eq!(p.get("application_name"), Some(""));
+        assert_eq!(p.get("TimeZone"), Some("Europe/Paris"));
+        let names: Vec<_> = p.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["client_encoding", "TimeZone", "application_name"]);
+    }
+
+    #[test]
+    fn the_server_spelling_is_adopted_for_the_values_the_client_has() {
+        let mut client = ClientParams::default();
+        client.set("DateStyle", "iso");
+        client.set("application_name", "app");
+        let mut server = ReportedParams::default();
+        server.set("DateStyle", "ISO, MDY");
+        server.set("application_name", "app");
+        server.set("TimeZone", "UTC");
+        client.adopt_server_spelling(&server);
+        assert_eq!(client.get("DateStyle"), Some("ISO, MDY"));
+        assert_eq!(client.get("application_name"), Some("app"));
+        assert_eq!(client.get("TimeZone"), None);
+        assert!(client.matches(&server));
     }
 
     #[test]

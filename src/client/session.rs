@@ -12,11 +12,13 @@
 //! [`TxTracker`](crate::protocol::session::TxTracker) says it is quiet; in every other
 //! case (client gone mid-transaction, error, timeout) it is closed, never reused.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use futures_lite::FutureExt;
 
 use super::login::LoggedIn;
 use super::{ClientConn, ClientSlot};
@@ -46,27 +48,56 @@ struct Limits {
     query_timeout: Duration,
     reset_query: String,
     reset_always: bool,
+    log_disconnections: bool,
+    log_errors: bool,
 }
 
 /// Runs the session of a logged-in client to its end; `slot` counts it against
 /// `max_client_conn` until then.
 ///
-/// A plain function returning an `async move` block rather than an `async fn`: an async
-/// fn keeps each argument twice in its future (the argument, and the local it is moved
-/// into), and this future lives as long as the client, idle or not.
-#[allow(clippy::manual_async_fn)] // on purpose, see above
+/// The session is set up here, before the future exists, and the `async move` block
+/// captures only it and the connection. That matters because this future lives as long
+/// as the client, idle or not, and a future keeps every captured value in place for its
+/// whole life even after moving it elsewhere: an `async fn`, or an async block that built
+/// the session itself, would carry each argument twice.
 pub(super) fn run(
     shard: Rc<Shard>,
     mut conn: ClientConn,
     login: LoggedIn,
     slot: Option<ClientSlot>,
-) -> impl std::future::Future<Output = ()> {
+) -> impl Future<Output = ()> {
+    let mut session = Session::new(shard, login, slot);
     async move {
-        let _slot = slot;
-        let shard = &shard;
+        let result = session.pump(&mut conn).await;
+        // Boxed, and taking the result along, so that nothing but the pump's state sits
+        // beside the session and the connection in this future.
+        Box::pin(session.end(conn, result)).await;
+    }
+}
+
+struct Session {
+    shard: Rc<Shard>,
+    /// The login's outcome: the pool, the client's parameters, its cancel slot.
+    login: LoggedIn,
+    limits: Limits,
+    tracker: TxTracker,
+    client_framer: Framer,
+    /// Boxed: a pointer to move between the pool and the session, and 8 bytes in an
+    /// idle session instead of the connection's state.
+    server: Option<Box<ServerConn>>,
+    /// When the oldest unanswered request was sent (for `query_timeout`).
+    query_started: Option<Instant>,
+    shutdown: oneshot::Receiver<()>,
+    /// The client's place under `max_client_conn`, given back when the session is dropped.
+    _slot: Option<ClientSlot>,
+}
+
+impl Session {
+    /// Reads the settings the session keeps (a reload applies to later sessions) and
+    /// registers for the shard's shutdown notice.
+    fn new(shard: Rc<Shard>, login: LoggedIn, slot: Option<ClientSlot>) -> Session {
         let config = shard.config();
-        let user_cfg = config.users.get(&login.user);
-        let max_message = config.pooler.max_packet_size as usize;
+        let user_cfg = config.users.get(&login.pool.key.user);
         let limits = Limits {
             mode: login.pool.mode(),
             client_idle_timeout: user_cfg
@@ -80,76 +111,70 @@ pub(super) fn run(
                 .unwrap_or(config.pooler.query_timeout),
             reset_query: config.pooler.server_reset_query.clone(),
             reset_always: config.pooler.server_reset_query_always,
+            log_disconnections: config.pooler.log_disconnections,
+            log_errors: config.pooler.log_pooler_errors,
         };
-        let log_disconnections = config.pooler.log_disconnections;
-        let log_errors = config.pooler.log_pooler_errors;
+        let client_framer = Framer::new(config.pooler.max_packet_size as usize);
         drop(config);
-
-        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (shutdown_tx, shutdown) = oneshot::channel();
         login.cancel.set_shutdown(shutdown_tx);
-        let mut session = Session {
+        Session {
             shard,
             login,
             limits,
             tracker: TxTracker::default(),
-            client_framer: Framer::new(max_message),
+            client_framer,
             server: None,
             query_started: None,
-            shutdown: shutdown_rx,
-        };
-        let result = session.pump(&mut conn).await;
-        Box::pin(session.finish()).await;
-        let login = &session.login;
-        shard.cancel.unregister(login.cancel.key());
+            shutdown,
+            _slot: slot,
+        }
+    }
+
+    /// After the pump: the server goes back to its pool or is closed, the cancel key is
+    /// forgotten, the end is logged, and a client that is still there gets the error.
+    async fn end(mut self, mut conn: ClientConn, result: Result<&'static str, SessionError>) {
+        self.finish().await;
+        self.shard.cancel.unregister(self.login.cancel.key());
+        self.log_end(&conn, &result);
+        if let Err(e) = result {
+            conn.send_fatal(&e).await;
+        }
+    }
+
+    /// The disconnection's log line, as `log_disconnections` and `log_pooler_errors` ask.
+    fn log_end(&self, conn: &ClientConn, result: &Result<&'static str, SessionError>) {
+        let key = &self.login.pool.key;
         match result {
             Ok(reason) => {
-                if log_disconnections {
+                if self.limits.log_disconnections {
                     log::info!(
                         "{}: closing: db={} user={}: {reason}",
                         conn.peer,
-                        login.database,
-                        login.user
+                        key.database,
+                        key.user
                     );
                 }
             }
             Err(e) => {
-                if log_errors && e.client_reachable() {
+                if self.limits.log_errors && e.client_reachable() {
                     log::warn!(
                         "{}: closing: db={} user={}: {e}",
                         conn.peer,
-                        login.database,
-                        login.user
+                        key.database,
+                        key.user
                     );
-                } else if log_disconnections {
+                } else if self.limits.log_disconnections {
                     log::info!(
                         "{}: closing: db={} user={}: {e}",
                         conn.peer,
-                        login.database,
-                        login.user
+                        key.database,
+                        key.user
                     );
                 }
-                Box::pin(conn.send_fatal(&e)).await;
             }
         }
     }
-}
-
-struct Session<'a> {
-    shard: &'a Rc<Shard>,
-    /// The login's outcome: the pool, the client's parameters, its cancel slot.
-    login: LoggedIn,
-    limits: Limits,
-    tracker: TxTracker,
-    client_framer: Framer,
-    /// Boxed: a pointer to move between the pool and the session, and 8 bytes in an
-    /// idle session instead of the connection's state.
-    server: Option<Box<ServerConn>>,
-    /// When the oldest unanswered request was sent (for `query_timeout`).
-    query_started: Option<Instant>,
-    shutdown: oneshot::Receiver<()>,
-}
-
-impl Session<'_> {
     /// Forwards traffic until the client leaves (`Ok` with the reason) or an error ends
     /// the session.
     async fn pump(&mut self, conn: &mut ClientConn) -> Result<&'static str, SessionError> {
@@ -194,16 +219,8 @@ impl Session<'_> {
                 }
                 conn.rbuf.release_if_idle();
                 let limit = self.limits.client_idle_timeout;
-                let event = async { Event::Client(conn.rbuf.fill(&mut conn.stream).await) }
-                    .or(async {
-                        crate::timeout::deadline(Some(limit)).await;
-                        Event::Timeout("client_idle_timeout")
-                    })
-                    .or(async {
-                        let _ = (&mut self.shutdown).await;
-                        Event::Shutdown
-                    })
-                    .await;
+                let timeout = (!limit.is_zero()).then_some((limit, "client_idle_timeout"));
+                let event = wait(conn, None, timeout, Some(&mut self.shutdown)).await;
                 match event {
                     Event::Client(Ok(0)) | Event::Client(Err(_)) => {
                         return Ok("client closed the connection")
@@ -217,18 +234,7 @@ impl Session<'_> {
 
             let timeout = self.attached_timeout();
             let server = self.server.as_mut().expect("checked above");
-            let event = async { Event::Client(conn.rbuf.fill(&mut conn.stream).await) }
-                .or(async { Event::Server(server.rbuf.fill(&mut server.stream).await) })
-                .or(async {
-                    match timeout {
-                        Some((limit, what)) => {
-                            crate::timeout::deadline(Some(limit)).await;
-                            Event::Timeout(what)
-                        }
-                        None => futures_lite::future::pending().await,
-                    }
-                })
-                .await;
+            let event = wait(conn, Some(server), timeout, None).await;
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => {
                     return Ok("client closed the connection");
@@ -520,6 +526,44 @@ async fn reset_and_release(pool: Rc<Pool>, mut server: Box<ServerConn>, sql: Str
             pool.discard(server);
         }
     }
+}
+
+/// Waits for the next event of a session: bytes from the client, from its server (when
+/// one is attached), the timeout that applies, or the shard's shutdown notice (when
+/// idle). Polled in that order, so that data is never passed over for a timer.
+///
+/// A hand-written `poll_fn` rather than `async` blocks joined with `or`: this wait sits in
+/// the future of every connected client, and each async block keeps its own copy of what
+/// it borrows (a few hundred bytes per client in all).
+fn wait<'a>(
+    conn: &'a mut ClientConn,
+    mut server: Option<&'a mut ServerConn>,
+    timeout: Option<(Duration, &'static str)>,
+    mut shutdown: Option<&'a mut oneshot::Receiver<()>>,
+) -> impl Future<Output = Event> + 'a {
+    let mut timer = timeout.map(|(limit, what)| (glommio::timer::Timer::new(limit), what));
+    futures_lite::future::poll_fn(move |cx| {
+        if let Poll::Ready(read) = conn.rbuf.poll_fill(cx, &mut conn.stream) {
+            return Poll::Ready(Event::Client(read));
+        }
+        if let Some(server) = server.as_deref_mut() {
+            if let Poll::Ready(read) = server.rbuf.poll_fill(cx, &mut server.stream) {
+                return Poll::Ready(Event::Server(read));
+            }
+        }
+        if let Some((timer, what)) = &mut timer {
+            if Pin::new(timer).poll(cx).is_ready() {
+                return Poll::Ready(Event::Timeout(what));
+            }
+        }
+        if let Some(shutdown) = shutdown.as_deref_mut() {
+            // A dropped sender means the same: the session is to end.
+            if Pin::new(shutdown).poll(cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+        }
+        Poll::Pending
+    })
 }
 
 fn timeout_error(what: &'static str) -> SessionError {
