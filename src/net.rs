@@ -280,15 +280,37 @@ impl Stream {
     }
 
     /// True when the peer has closed the connection or sent something unasked (a
-    /// server's FATAL before it exits). Never blocks.
-    pub fn closed_or_unsolicited(&self) -> bool {
+    /// server's FATAL before it exits). Never blocks. Whatever it reads is lost, which is
+    /// fine for its one use: a connection it says true of is closed.
+    ///
+    /// A plain socket is asked through glommio, at no cost while nothing has arrived:
+    /// after each short read glommio keeps a readiness poll armed on the socket, so a
+    /// read polled with a no-op waker answers Pending without a system call until the
+    /// socket has something, and then reads it. Over TLS, where a read would go through
+    /// the TLS session, a one-byte `MSG_PEEK` asks the kernel.
+    pub fn closed_or_unsolicited(&mut self) -> bool {
+        match self {
+            Stream::Tcp(_) | Stream::Unix(..) => {
+                let mut scratch = [0u8; 64];
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                Pin::new(self).poll_read(&mut cx, &mut scratch).is_ready()
+            }
+            Stream::Detached => false,
+            Stream::Tls(s) => s.get_ref().peek_closed_or_unsolicited(),
+            Stream::ServerTls(s) => s.get_ref().0.peek_closed_or_unsolicited(),
+        }
+    }
+
+    /// [`Stream::closed_or_unsolicited`] asked of the kernel with `MSG_PEEK`, for the
+    /// socket under a TLS session.
+    fn peek_closed_or_unsolicited(&self) -> bool {
         use std::os::fd::AsRawFd;
         let fd = match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(_, Some(fd)) => *fd,
-            Stream::Unix(_, None) | Stream::Detached => return false,
-            Stream::Tls(s) => return s.get_ref().closed_or_unsolicited(),
-            Stream::ServerTls(s) => return s.get_ref().0.closed_or_unsolicited(),
+            Stream::Unix(_, None) | Stream::Detached | Stream::Tls(_) | Stream::ServerTls(_) => {
+                return false
+            }
         };
         let mut byte = 0u8;
         // SAFETY: a one-byte buffer on the stack; MSG_PEEK leaves the data in place and
@@ -436,6 +458,57 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::fd::AsRawFd;
+
+    /// The idle-server check: quiet socket, then unsolicited bytes, then a closed peer,
+    /// on glommio's streams over a real loopback connection.
+    #[test]
+    fn closed_or_unsolicited_sees_bytes_and_eof_and_leaves_a_quiet_socket_alone() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        use std::io::Write;
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an io_uring executor")
+            .run(async {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let mut stream = Stream::Tcp(TcpStream::connect(addr).await.unwrap());
+                let (mut peer, _) = listener.accept().unwrap();
+
+                // A request and its answer, as a server connection has before it idles.
+                stream.write_all(b"ping").await.unwrap();
+                let mut got = [0u8; 4];
+                peer.read_exact(&mut got).unwrap();
+                peer.write_all(b"pong").unwrap();
+                let mut buf = [0u8; 64];
+                assert_eq!(stream.read(&mut buf).await.unwrap(), 4);
+
+                // Quiet: asked twice, since asking must not change the answer.
+                assert!(!stream.closed_or_unsolicited());
+                assert!(!stream.closed_or_unsolicited());
+
+                // Bytes nobody asked for (a FATAL before the server exits).
+                peer.write_all(b"E").unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !stream.closed_or_unsolicited() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "unsolicited byte unseen"
+                    );
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+
+                // A peer that closed, on a second connection that had gone quiet.
+                let mut other = Stream::Tcp(TcpStream::connect(addr).await.unwrap());
+                let (peer2, _) = listener.accept().unwrap();
+                assert!(!other.closed_or_unsolicited());
+                drop(peer2);
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !other.closed_or_unsolicited() {
+                    assert!(std::time::Instant::now() < deadline, "EOF unseen");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            });
+    }
 
     #[test]
     fn send_vectored_sends_every_buffer_in_order_and_reports_a_full_socket() {

@@ -341,7 +341,7 @@ impl Pool {
     /// idle too long, or closed or talking while idle.
     fn pop_idle(&self) -> Option<Idle> {
         loop {
-            let conn = self.idle.borrow_mut().pop()?;
+            let mut conn = self.idle.borrow_mut().pop()?;
             let (lifetime, idle_timeout, check_delay, has_check) = {
                 let s = self.settings.borrow();
                 (
