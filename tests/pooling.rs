@@ -576,3 +576,67 @@ async fn client_idle_timeout_closes_an_idle_client_and_spares_a_busy_one() {
         s.pgring.log()
     );
 }
+
+#[tokio::test]
+async fn query_wait_timeout_refuses_a_client_that_waited_too_long_and_spares_the_holder() {
+    let s = setup(
+        "pool_mode = \"transaction\"\nshards = 1\ndefault_pool_size = 1\nquery_wait_timeout = 1",
+    );
+    let port = s.pgring.port();
+    let holder = connect(port).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+
+    let waiter = connect(port).await;
+    let started = Instant::now();
+    let err = waiter
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("no server connection comes free while the holder is in its transaction");
+    let waited = started.elapsed();
+    // One second, give or take a busy machine.
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(
+        err.is_closed() || err.code() == Some(&SqlState::CANNOT_CONNECT_NOW),
+        "{err:?}"
+    );
+
+    // The holder's transaction is untouched, and the server is free again after it.
+    holder.batch_execute("SELECT 1; COMMIT").await.unwrap();
+    let later = connect(port).await;
+    later.batch_execute("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_waited_reserve_pool_timeout_gets_a_reserve_connection() {
+    let s = setup(
+        "pool_mode = \"transaction\"\nshards = 1\ndefault_pool_size = 1\nreserve_pool_size = 1\nreserve_pool_timeout = 0.5\nquery_wait_timeout = 30",
+    );
+    let port = s.pgring.port();
+    let holder = connect(port).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+
+    let waiter = connect(port).await;
+    let started = Instant::now();
+    waiter
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the reserve pool serves the waiting client");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    let servers: i64 =
+        s.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(
+        servers <= 2,
+        "{servers} server connections for 1 + 1 reserve"
+    );
+}
