@@ -577,16 +577,21 @@ async fn client_idle_timeout_closes_an_idle_client_and_spares_a_busy_one() {
     );
 }
 
+/// Transaction pooling over one server connection (one shard), which a first client holds
+/// in an open transaction; and a second client, connected, that has not asked anything.
+async fn one_server_held_by_a_transaction(settings: &str) -> (Setup, Client, Client) {
+    let s = setup(&format!(
+        "pool_mode = \"transaction\"\nshards = 1\ndefault_pool_size = 1\n{settings}"
+    ));
+    let holder = connect(s.pgring.port()).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiter = connect(s.pgring.port()).await;
+    (s, holder, waiter)
+}
+
 #[tokio::test]
 async fn query_wait_timeout_refuses_a_client_that_waited_too_long_and_spares_the_holder() {
-    let s = setup(
-        "pool_mode = \"transaction\"\nshards = 1\ndefault_pool_size = 1\nquery_wait_timeout = 1",
-    );
-    let port = s.pgring.port();
-    let holder = connect(port).await;
-    holder.batch_execute("BEGIN").await.unwrap();
-
-    let waiter = connect(port).await;
+    let (s, holder, waiter) = one_server_held_by_a_transaction("query_wait_timeout = 1").await;
     let started = Instant::now();
     let err = waiter
         .batch_execute("SELECT 1")
@@ -605,20 +610,16 @@ async fn query_wait_timeout_refuses_a_client_that_waited_too_long_and_spares_the
 
     // The holder's transaction is untouched, and the server is free again after it.
     holder.batch_execute("SELECT 1; COMMIT").await.unwrap();
-    let later = connect(port).await;
+    let later = connect(s.pgring.port()).await;
     later.batch_execute("SELECT 1").await.unwrap();
 }
 
 #[tokio::test]
 async fn a_client_that_waited_reserve_pool_timeout_gets_a_reserve_connection() {
-    let s = setup(
-        "pool_mode = \"transaction\"\nshards = 1\ndefault_pool_size = 1\nreserve_pool_size = 1\nreserve_pool_timeout = 0.5\nquery_wait_timeout = 30",
-    );
-    let port = s.pgring.port();
-    let holder = connect(port).await;
-    holder.batch_execute("BEGIN").await.unwrap();
-
-    let waiter = connect(port).await;
+    let (s, holder, waiter) = one_server_held_by_a_transaction(
+        "reserve_pool_size = 1\nreserve_pool_timeout = 0.5\nquery_wait_timeout = 30",
+    )
+    .await;
     let started = Instant::now();
     waiter
         .batch_execute("SELECT 1")
