@@ -32,6 +32,11 @@ impl CoarseInstant {
         self.0.saturating_sub(earlier.0)
     }
 
+    /// `self` plus `d` (saturating: a far-off deadline stays far off).
+    pub fn saturating_add(self, d: Duration) -> CoarseInstant {
+        CoarseInstant(self.0.saturating_add(d))
+    }
+
     pub fn elapsed(self) -> Duration {
         CoarseInstant::now().saturating_duration_since(self)
     }
