@@ -7,7 +7,7 @@
 //! the server's ParameterStatus tells pgring, which records it as the client's value.
 
 use crate::protocol::frontend::{quote_ident, quote_literal};
-use crate::protocol::params::{tracked_index, ReportedParams, TRACKED};
+use crate::protocol::params::{tracked_index, ReportedParams, TrackedValues, TRACKED};
 
 /// The canonical spelling of a tracked parameter (startup names are case-insensitive).
 pub fn tracked_name(name: &str) -> Option<&'static str> {
@@ -16,31 +16,18 @@ pub fn tracked_name(name: &str) -> Option<&'static str> {
 
 /// The values a client expects, by position in [`TRACKED`].
 ///
-/// Every logged-in client keeps one of these for as long as it is connected, idle or not,
-/// so the values share one allocation: set one after another in `text`, cut apart by
-/// `ends`. Values change only when the client sets one, which rebuilds the whole.
+/// Kept in the same packed layout as a server's reported values ([`TrackedValues`]): a
+/// client holds these for as long as it is connected, and they are compared with a
+/// server's at every attach, which in the usual case (the server shows exactly the
+/// client's values) is one comparison of two short byte strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientParams {
-    /// The values present, concatenated in [`TRACKED`] order.
-    text: Box<str>,
-    /// Where value `i` ends in `text` (an absent value is empty).
-    ends: [u32; TRACKED.len()],
-    /// Bit `i` is set when the client has a value for `TRACKED[i]`.
-    present: u8,
+    values: TrackedValues,
 }
 
 impl ClientParams {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.value(tracked_index(name)?)
-    }
-
-    /// The client's value of `TRACKED[i]`.
-    fn value(&self, i: usize) -> Option<&str> {
-        if self.present & (1 << i) == 0 {
-            return None;
-        }
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.text.get(start..self.ends[i] as usize)
+        self.values.get(tracked_index(name)?)
     }
 
     /// Records a value; returns false when `name` is not tracked.
@@ -48,45 +35,22 @@ impl ClientParams {
         let Some(i) = tracked_index(name) else {
             return false;
         };
-        if self.value(i) != Some(value) {
-            let mut values = self.values();
-            values[i] = Some(value);
-            *self = ClientParams::from_values(values);
-        }
+        self.values.set(i, value);
         true
-    }
-
-    /// Every value, by position.
-    fn values(&self) -> [Option<&str>; TRACKED.len()] {
-        std::array::from_fn(|i| self.value(i))
-    }
-
-    fn from_values(values: [Option<&str>; TRACKED.len()]) -> ClientParams {
-        let mut text = String::new();
-        let mut params = ClientParams::default();
-        for (i, value) in values.into_iter().enumerate() {
-            if let Some(v) = value {
-                text.push_str(v);
-                params.present |= 1 << i;
-            }
-            // Values come from protocol messages, far below 4 GiB in all.
-            params.ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
-        }
-        params.text = text.into_boxed_str();
-        params
     }
 
     /// The tracked parameters the client has values for, in [`TRACKED`] order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        (0..TRACKED.len()).filter_map(|i| Some((TRACKED[i], self.value(i)?)))
+        (0..TRACKED.len()).filter_map(|i| Some((TRACKED[i], self.values.get(i)?)))
     }
 
     /// True when `server` already shows every value this client expects.
     pub fn matches(&self, server: &ReportedParams) -> bool {
-        (0..TRACKED.len()).all(|i| match self.value(i) {
-            None => true,
-            v => server.tracked(i) == v,
-        })
+        self.values == *server.tracked_values()
+            || (0..TRACKED.len()).all(|i| match self.values.get(i) {
+                None => true,
+                v => server.tracked(i) == v,
+            })
     }
 
     /// The `SET` statements that make `server` match this client, or `None` when it does.
@@ -96,7 +60,9 @@ impl ClientParams {
         }
         let mut sql = String::new();
         for (i, name) in TRACKED.iter().enumerate() {
-            let Some(value) = self.value(i) else { continue };
+            let Some(value) = self.values.get(i) else {
+                continue;
+            };
             if server.tracked(i) != Some(value) {
                 sql.push_str("SET ");
                 sql.push_str(&quote_ident(name));
@@ -111,10 +77,10 @@ impl ClientParams {
     /// After alignment, adopt the server's spelling of each value (`iso` comes back as
     /// `ISO, MDY`), so that the next comparison is exact.
     pub fn adopt_server_spelling(&mut self, server: &ReportedParams) {
-        if self.matches(server) {
+        if self.values == *server.tracked_values() {
             return;
         }
-        let mut values = self.values();
+        let mut values = self.values.to_array();
         for (i, value) in values.iter_mut().enumerate() {
             if value.is_some() {
                 if let Some(v) = server.tracked(i) {
@@ -122,7 +88,7 @@ impl ClientParams {
                 }
             }
         }
-        *self = ClientParams::from_values(values);
+        self.values = TrackedValues::from_array(values);
     }
 }
 

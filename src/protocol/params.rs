@@ -1,12 +1,13 @@
 //! The reported parameters pgring keeps consistent for a client, and the server's
-//! parameter list with an index for them.
+//! parameter list with those kept apart.
 //!
 //! PostgreSQL reports a handful of settings in ParameterStatus messages. A pooled client
 //! must keep seeing the values it chose even as it is handed different server
 //! connections, so pgring compares the client's values with the server's at every
 //! attach. That comparison runs once per transaction in transaction pooling, so both
-//! sides keep the tracked values by position in [`TRACKED`]: a check is at most six
-//! string comparisons, with no name lookups.
+//! sides keep the tracked values packed the same way ([`TrackedValues`], by position in
+//! [`TRACKED`]): when the server shows exactly the client's values, as it usually does,
+//! the check is one comparison of two short byte strings, with no name lookups.
 
 /// The parameters kept consistent, in PostgreSQL's spelling (PgBouncer tracks the same
 /// set).
@@ -28,47 +29,95 @@ pub fn tracked_index(name: &str) -> Option<usize> {
         .or_else(|| TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name)))
 }
 
-/// Every parameter a server reported, in the order first seen, with the tracked ones
-/// indexed.
-#[derive(Debug, Clone)]
-pub struct ReportedParams {
-    all: Vec<(String, String)>,
-    /// Where each tracked parameter sits in `all`, [`NOT_REPORTED`] when it is not there.
-    tracked: [u8; TRACKED.len()],
+/// Values of the tracked parameters, by position in [`TRACKED`], in one allocation: the
+/// values present, concatenated in order, cut apart by `ends`.
+///
+/// Both sides of the per-transaction check keep this layout (a client its expected values,
+/// a server what it reported), so that the usual case, a server showing exactly what the
+/// client expects, is one comparison of two short byte strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackedValues {
+    text: Box<str>,
+    /// Where value `i` ends in `text` (an absent value is empty).
+    ends: [u32; TRACKED.len()],
+    /// Bit `i` is set when `TRACKED[i]` has a value.
+    present: u8,
 }
 
-const NOT_REPORTED: u8 = u8::MAX;
-
-impl Default for ReportedParams {
-    fn default() -> Self {
-        ReportedParams {
-            all: Vec::new(),
-            tracked: [NOT_REPORTED; TRACKED.len()],
+impl TrackedValues {
+    /// The value of `TRACKED[i]`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        if i >= TRACKED.len() || self.present & (1 << i) == 0 {
+            return None;
         }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize)
     }
+
+    /// Every value, by position.
+    pub fn to_array(&self) -> [Option<&str>; TRACKED.len()] {
+        std::array::from_fn(|i| self.get(i))
+    }
+
+    pub fn from_array(values: [Option<&str>; TRACKED.len()]) -> TrackedValues {
+        let mut text = String::new();
+        let mut packed = TrackedValues::default();
+        for (i, value) in values.into_iter().enumerate() {
+            if let Some(v) = value {
+                text.push_str(v);
+                packed.present |= 1 << i;
+            }
+            // Values come from protocol messages, far below 4 GiB in all.
+            packed.ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        packed.text = text.into_boxed_str();
+        packed
+    }
+
+    /// Replaces the value of `TRACKED[i]` (rebuilds the whole: values change rarely).
+    pub fn set(&mut self, i: usize, value: &str) {
+        if i >= TRACKED.len() || self.get(i) == Some(value) {
+            return;
+        }
+        let mut values = self.to_array();
+        values[i] = Some(value);
+        *self = TrackedValues::from_array(values);
+    }
+}
+
+/// Every parameter a server reported, in the order first seen, with the tracked ones
+/// also kept packed.
+#[derive(Debug, Clone, Default)]
+pub struct ReportedParams {
+    all: Vec<(String, String)>,
+    /// The tracked ones again, packed for the per-transaction comparison.
+    tracked: TrackedValues,
 }
 
 impl ReportedParams {
     /// Records a ParameterStatus.
     pub fn set(&mut self, name: &str, value: &str) {
+        // Servers report the canonical spelling: only that one is tracked.
+        if let Some(i) = TRACKED.iter().position(|t| *t == name) {
+            self.tracked.set(i, value);
+        }
         if let Some(pos) = self.all.iter().position(|(n, _)| n == name) {
             let v = &mut self.all[pos].1;
             v.clear();
             v.push_str(value);
             return;
         }
-        if let Some(i) = TRACKED.iter().position(|t| *t == name) {
-            // A server reports a few dozen parameters at most; past 254 the value is
-            // still kept, only not indexed (and then compared as missing).
-            self.tracked[i] = u8::try_from(self.all.len()).unwrap_or(NOT_REPORTED);
-        }
         self.all.push((name.to_owned(), value.to_owned()));
     }
 
     /// The value of the tracked parameter at `index` in [`TRACKED`].
     pub fn tracked(&self, index: usize) -> Option<&str> {
-        let pos = *self.tracked.get(index)?;
-        self.all.get(usize::from(pos)).map(|(_, v)| v.as_str())
+        self.tracked.get(index)
+    }
+
+    /// All tracked values, packed.
+    pub fn tracked_values(&self) -> &TrackedValues {
+        &self.tracked
     }
 
     /// Every reported parameter (name, value), in the order first seen.
@@ -86,6 +135,41 @@ mod tests {
         assert_eq!(tracked_index("datestyle"), Some(1));
         assert_eq!(tracked_index("TIMEZONE"), Some(2));
         assert_eq!(tracked_index("search_path"), None);
+    }
+
+    #[test]
+    fn packed_values_keep_each_value_apart_and_compare_by_content() {
+        let mut a = TrackedValues::default();
+        assert_eq!(a.get(0), None);
+        a.set(2, "UTC");
+        a.set(0, "UTF8");
+        a.set(5, "");
+        assert_eq!(
+            a.to_array(),
+            [Some("UTF8"), None, Some("UTC"), None, None, Some("")]
+        );
+        assert_eq!(a.get(6), None, "out of range");
+        a.set(2, "Europe/Paris");
+        assert_eq!(a.get(0), Some("UTF8"));
+        assert_eq!(a.get(2), Some("Europe/Paris"));
+        // The same values set in another order are equal; a missing value is not an
+        // empty one.
+        let b = TrackedValues::from_array([
+            Some("UTF8"),
+            None,
+            Some("Europe/Paris"),
+            None,
+            None,
+            Some(""),
+        ]);
+        assert_eq!(a, b);
+        let c =
+            TrackedValues::from_array([Some("UTF8"), None, Some("Europe/Paris"), None, None, None]);
+        assert_ne!(a, c);
+        // Values that concatenate alike but split differently differ.
+        let d = TrackedValues::from_array([Some("ab"), Some("c"), None, None, None, None]);
+        let e = TrackedValues::from_array([Some("a"), Some("bc"), None, None, None, None]);
+        assert_ne!(d, e);
     }
 
     #[test]
