@@ -3,7 +3,7 @@
 #
 # CPU time per transaction (bench/run.sh, bench/loadgen.sh) is what matters, but on a
 # small shared machine it moves by ±10% from run to run, more than most single changes
-# to the hot path. An instruction count moves by about 0.1%: it tells whether a change
+# to the hot path. An instruction count moves by 0.1-0.3%: it tells whether a change
 # made pgring's own work smaller, though not what that is worth in time (the kernel's
 # share, cache misses and the machine's noise are left out).
 #
