@@ -43,7 +43,8 @@ pub(crate) fn return_spare(storage: Vec<u8>) {
     if storage.len() != INITIAL_READ_BUF {
         return;
     }
-    SPARE.with(|s| {
+    // `try_with`: a buffer dropped while its thread exits is simply freed.
+    let _ = SPARE.try_with(|s| {
         let mut spare = s.borrow_mut();
         if spare.len() < SPARE_KEEP {
             spare.push(storage);
@@ -64,6 +65,17 @@ pub struct ReadBuf {
 #[error("read buffer full ({ceiling} bytes)")]
 pub struct BufferFull {
     pub ceiling: usize,
+}
+
+/// A connection that ends gives its storage back to the shard's spare list, so that the
+/// next connection does not allocate (and zero) a fresh buffer. What it held is never
+/// shown to the next user: a buffer exposes only the bytes read into it.
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if !self.data.is_empty() {
+            return_spare(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 impl ReadBuf {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 
-use super::params::{tracked_name, ClientParams};
+use super::params::ClientParams;
 use super::{ClientConn, Peer};
 use crate::auth::hba::{ClientCertOption, HbaMethod, HbaRequest};
 use crate::auth::scram::{ScramSecret, ScramServer, ServerChannelBinding};
@@ -29,6 +29,7 @@ use crate::net::Stream;
 use crate::pool::Pool;
 use crate::protocol::backend::{self, Authentication};
 use crate::protocol::framing::split_message;
+use crate::protocol::params::{tracked_index, TRACKED};
 use crate::protocol::startup::{decode_startup, CancelKey, StartupPacket, StartupParams};
 use crate::protocol::{frontend, sqlstate, tag, ProtocolError, TxStatus};
 use crate::server::ServerCredential;
@@ -252,11 +253,7 @@ pub async fn run(
             backend::parameter_status(&mut out, name, value);
         }
     }
-    for (name, value) in welcome.iter() {
-        if tracked_name(name).is_some() && aligned.get(name).is_none() {
-            aligned.set(name, value);
-        }
-    }
+    aligned.fill_missing_from(welcome.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     backend::backend_key_data(&mut out, cancel.key());
     backend::ready_for_query(&mut out, TxStatus::Idle);
     if let Err(e) = conn.write_all(&out).await {
@@ -359,6 +356,7 @@ fn check_startup_params(
     client: &mut ClientParams,
     protocol_options: &mut Vec<String>,
 ) -> Result<(), SessionError> {
+    let mut tracked = [None; TRACKED.len()];
     for (name, value) in params.iter() {
         if name == "user" || name == "database" {
             continue;
@@ -367,7 +365,8 @@ fn check_startup_params(
             protocol_options.push(name.to_owned());
             continue;
         }
-        if client.set(name, value) {
+        if let Some(i) = tracked_index(name) {
+            tracked[i] = Some(value);
             continue;
         }
         if ignored.iter().any(|i| i.eq_ignore_ascii_case(name)) {
@@ -377,6 +376,7 @@ fn check_startup_params(
             "unsupported startup parameter: {name} (add it to ignore_startup_parameters to accept and drop it)"
         )));
     }
+    *client = ClientParams::from_array(tracked);
     Ok(())
 }
 

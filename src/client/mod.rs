@@ -20,7 +20,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use futures_lite::AsyncWriteExt;
 
-use crate::buffer::{ReadBuf, INITIAL_READ_BUF};
+use crate::buffer::ReadBuf;
 use crate::error::{Fault, SessionError};
 use crate::net::Stream;
 use crate::protocol::sqlstate;
@@ -139,7 +139,7 @@ pub fn serve(shard: Rc<Shard>, stream: Stream, peer: Peer) -> impl Future<Output
 async fn log_in(shard: Rc<Shard>, stream: Stream, peer: Peer) -> Option<SessionFuture> {
     let mut conn = ClientConn {
         stream,
-        rbuf: ReadBuf::new(INITIAL_READ_BUF.min(1024), LOGIN_CEILING),
+        rbuf: ReadBuf::new(0, LOGIN_CEILING),
         peer,
     };
     let config = shard.config();

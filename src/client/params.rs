@@ -9,11 +9,6 @@
 use crate::protocol::frontend::{quote_ident, quote_literal};
 use crate::protocol::params::{tracked_index, ReportedParams, TrackedValues, TRACKED};
 
-/// The canonical spelling of a tracked parameter (startup names are case-insensitive).
-pub fn tracked_name(name: &str) -> Option<&'static str> {
-    tracked_index(name).map(|i| TRACKED[i])
-}
-
 /// The values a client expects, by position in [`TRACKED`].
 ///
 /// Kept in the same packed layout as a server's reported values ([`TrackedValues`]): a
@@ -28,6 +23,30 @@ pub struct ClientParams {
 impl ClientParams {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(tracked_index(name)?)
+    }
+
+    /// The values by position in [`TRACKED`], all at once (one allocation).
+    pub fn from_array(values: [Option<&str>; TRACKED.len()]) -> ClientParams {
+        ClientParams {
+            values: TrackedValues::from_array(values),
+        }
+    }
+
+    /// Takes the server's value of every tracked parameter the client has none for.
+    pub fn fill_missing_from<'a>(&mut self, reported: impl Iterator<Item = (&'a str, &'a str)>) {
+        let mut values = self.values.to_array();
+        let mut changed = false;
+        for (name, value) in reported {
+            if let Some(i) = TRACKED.iter().position(|t| *t == name) {
+                if values[i].is_none() {
+                    values[i] = Some(value);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.values = TrackedValues::from_array(values);
+        }
     }
 
     /// Records a value; returns false when `name` is not tracked.
@@ -95,13 +114,6 @@ impl ClientParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_matched_case_insensitively() {
-        assert_eq!(tracked_name("datestyle"), Some("DateStyle"));
-        assert_eq!(tracked_name("TIMEZONE"), Some("TimeZone"));
-        assert_eq!(tracked_name("search_path"), None);
-    }
 
     #[test]
     fn alignment_sets_only_what_differs() {
