@@ -9,10 +9,12 @@
 #
 #   bench/instructions.sh                      # 50 clients x 400 transactions, pool 20
 #   bench/instructions.sh --clients 1 --transactions 5000
+#   bench/instructions.sh --connect --clients 8 --transactions 200   # a login per transaction
 #   PGRING_BIN=/path/to/pgring bench/instructions.sh   # another build (else a release build)
 #
 # Options: --clients N (default 50), --transactions T per client (default 400),
-# --pool N (default 20), --shards N (default 1).
+# --pool N (default 20), --shards N (default 1), --connect (pgbench -C: every transaction
+# on a new connection, so the figure is per login plus one SELECT 1).
 #
 # What it does: a throwaway PostgreSQL; pgring (transaction pooling, md5) under
 # `valgrind --tool=callgrind`; a warm-up `pgbench` run; the counters zeroed
@@ -30,14 +32,16 @@ CLIENTS=50
 TRANSACTIONS=400
 POOL=20
 SHARDS=1
+CONNECT=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --clients) CLIENTS=${2:?--clients needs a value}; shift ;;
         --transactions) TRANSACTIONS=${2:?--transactions needs a value}; shift ;;
         --pool) POOL=${2:?--pool needs a value}; shift ;;
         --shards) SHARDS=${2:?--shards needs a value}; shift ;;
+        --connect) CONNECT=(-C) ;;
         -h | --help)
-            sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -89,7 +93,7 @@ wait_sql_ready "$PORT" "$PGRING_PID" "$WORK/pgring.log" 120 "pgring under callgr
 
 echo 'SELECT 1;' >"$WORK/select1.sql"
 run_pgbench() { # transactions per client
-    PGPASSWORD=$APP_PASSWORD PGSSLMODE=disable pgbench -n -f "$WORK/select1.sql" \
+    PGPASSWORD=$APP_PASSWORD PGSSLMODE=disable pgbench -n "${CONNECT[@]}" -f "$WORK/select1.sql" \
         -c "$CLIENTS" -j 2 -t "$1" -h 127.0.0.1 -p "$PORT" -U "$APP_USER" "$APP_DB" \
         >"$WORK/pgbench.log" 2>&1 || {
         show_log "$WORK/pgbench.log"
@@ -116,5 +120,7 @@ if [[ -n "${PGRING_BIN:-}" ]]; then
 else
     what="pgring $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 fi
-printf '%s, %s shard(s), pool %s: %s instructions in user space over %s transactions (%s clients): %s per transaction\n' \
-    "$what" "$SHARDS" "$POOL" "$total" "$tx" "$CLIENTS" "$((total / tx))"
+per="per transaction"
+[[ ${#CONNECT[@]} -gt 0 ]] && per="per transaction, each on a new connection (login included)"
+printf '%s, %s shard(s), pool %s: %s instructions in user space over %s transactions (%s clients): %s %s\n' \
+    "$what" "$SHARDS" "$POOL" "$total" "$tx" "$CLIENTS" "$((total / tx))" "$per"
