@@ -116,6 +116,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn missing_values_are_filled_from_the_server_and_the_client_s_own_kept() {
+        let mut client = ClientParams::from_array([Some("UTF8"), None, None, None, None, None]);
+        client.fill_missing_from(
+            [
+                ("client_encoding", "SQL_ASCII"),
+                ("TimeZone", "UTC"),
+                ("server_version", "15.4"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(client.get("client_encoding"), Some("UTF8"));
+        assert_eq!(client.get("TimeZone"), Some("UTC"));
+        assert_eq!(client.iter().count(), 2);
+    }
+
+    #[test]
     fn alignment_sets_only_what_differs() {
         let mut client = ClientParams::default();
         client.set("timezone", "UTC");
