@@ -149,6 +149,26 @@ impl ReadBuf {
         cx: &mut Context<'_>,
         source: &mut S,
     ) -> Poll<io::Result<usize>> {
+        self.poll_fill_then(cx, source, true)
+    }
+
+    /// One read attempt that keeps the storage even when nothing came: for a wait that
+    /// is short and will read again soon (a server's answer, a client in the middle of a
+    /// transaction), where lending the storage back and forth costs more than it saves.
+    pub(crate) fn poll_fill_keeping<S: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut S,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_fill_then(cx, source, false)
+    }
+
+    fn poll_fill_then<S: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut S,
+        release_when_empty: bool,
+    ) -> Poll<io::Result<usize>> {
         if self.data.is_empty() && self.ceiling > 0 {
             self.data = borrow_spare();
         }
@@ -159,7 +179,8 @@ impl ReadBuf {
         match result {
             Poll::Ready(Ok(n)) if n > 0 => self.end += n,
             // Nothing came: an empty buffer keeps no storage while it waits.
-            _ => self.release_if_idle(),
+            _ if release_when_empty => self.release_if_idle(),
+            _ => {}
         }
         result
     }

@@ -543,11 +543,17 @@ fn wait<'a>(
 ) -> impl Future<Output = Event> + 'a {
     let mut timer = timeout.map(|(limit, what)| (glommio::timer::Timer::new(limit), what));
     futures_lite::future::poll_fn(move |cx| {
-        if let Poll::Ready(read) = conn.rbuf.poll_fill(cx, &mut conn.stream) {
+        // An idle client keeps no buffer while it waits; one in the middle of a
+        // transaction, and its server, keep theirs until the transaction ends.
+        let client_read = match server {
+            None => conn.rbuf.poll_fill(cx, &mut conn.stream),
+            Some(_) => conn.rbuf.poll_fill_keeping(cx, &mut conn.stream),
+        };
+        if let Poll::Ready(read) = client_read {
             return Poll::Ready(Event::Client(read));
         }
         if let Some(server) = server.as_deref_mut() {
-            if let Poll::Ready(read) = server.rbuf.poll_fill(cx, &mut server.stream) {
+            if let Poll::Ready(read) = server.rbuf.poll_fill_keeping(cx, &mut server.stream) {
                 return Poll::Ready(Event::Server(read));
             }
         }
