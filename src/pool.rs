@@ -283,6 +283,8 @@ impl Pool {
             };
             // Wake early to try the reserve pool, or to look at the shared limits again
             // (a connection closing in another pool does not wake this pool's waiters).
+            // The control tick does the waking, so these times take effect at the first
+            // tick after them (see `Waiter`).
             let mut wake = remaining;
             if reserve > 0 && !reserve_open {
                 let to_reserve = reserve_timeout

@@ -17,13 +17,3 @@ pub async fn with_timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Outpu
     })
     .await
 }
-
-/// A future that completes after `limit`, or never when `limit` is zero.
-pub async fn deadline(limit: Option<Duration>) {
-    match limit {
-        Some(d) if !d.is_zero() => {
-            Timer::new(d).await;
-        }
-        _ => futures_lite::future::pending::<()>().await,
-    }
-}
