@@ -229,6 +229,34 @@ mod tests {
         }
     }
 
+    fn spare_count() -> usize {
+        SPARE.with(|s| s.borrow().len())
+    }
+
+    #[test]
+    fn a_keeping_read_holds_its_storage_and_a_dropped_buffer_gives_it_back() {
+        let mut source = Trickle {
+            polled: false,
+            chunks: vec![b"x"],
+        };
+        let mut b = ReadBuf::new(0, 64 * 1024);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(b.poll_fill_keeping(&mut cx, &mut source).is_pending());
+        assert!(b.has_storage(), "kept across a read that found nothing");
+        assert!(matches!(
+            b.poll_fill_keeping(&mut cx, &mut source),
+            Poll::Ready(Ok(1))
+        ));
+        assert_eq!(b.data(), b"x");
+        let before = spare_count();
+        drop(b);
+        assert_eq!(
+            spare_count(),
+            before + 1,
+            "the storage went back to the spare list"
+        );
+    }
+
     #[test]
     fn an_empty_buffer_owns_no_storage_while_it_waits() {
         let mut source = Trickle {
