@@ -88,6 +88,13 @@ impl ReadBuf {
         }
     }
 
+    /// The same buffer, bytes and storage, under another ceiling (a connection's bytes
+    /// moving to a layer with its own limit, such as a TLS session).
+    pub fn with_ceiling(mut self, ceiling: usize) -> Self {
+        self.ceiling = ceiling;
+        self
+    }
+
     /// The unconsumed bytes.
     pub fn data(&self) -> &[u8] {
         &self.data[self.start..self.end]

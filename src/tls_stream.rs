@@ -83,11 +83,16 @@ pub struct TlsStream<T = Stream> {
     failed: Option<rustls::Error>,
 }
 
-/// Runs the server side of a TLS handshake over `inner`. The session tickets rustls
-/// issues at the end of the handshake are sent before this returns. On failure the alert
-/// is sent first, and the error carries the [`rustls::Error`] (see
-/// [`crate::tls::verification_failure`]).
-pub async fn accept<T>(inner: T, config: Arc<ServerConfig>) -> io::Result<TlsStream<T>>
+/// Runs the server side of a TLS handshake over `inner`, starting with the ciphertext
+/// already read from it into `received` (the first bytes of a direct TLS connection; an
+/// empty buffer otherwise). The session tickets rustls issues at the end of the handshake
+/// are sent before this returns. On failure the alert is sent first, and the error
+/// carries the [`rustls::Error`] (see [`crate::tls::verification_failure`]).
+pub async fn accept<T>(
+    inner: T,
+    config: Arc<ServerConfig>,
+    received: ReadBuf,
+) -> io::Result<TlsStream<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -95,7 +100,7 @@ where
     let mut stream = TlsStream {
         conn,
         inner,
-        incoming: ReadBuf::new(0, INCOMING_CEILING),
+        incoming: received.with_ceiling(INCOMING_CEILING),
         plain: ByteQueue::new(INCOMING_CEILING),
         outgoing: ByteQueue::new(OUTGOING_CEILING),
         read_closed: false,
@@ -895,11 +900,61 @@ mod tests {
         server: &Arc<ServerConfig>,
     ) -> (Client, TlsStream<ServerEnd>) {
         let (mut client, end) = connect(config);
-        let tls = run(&mut Box::pin(accept(end, server.clone())), &mut client).unwrap();
+        let tls = run(
+            &mut Box::pin(accept(end, server.clone(), nothing_read())),
+            &mut client,
+        )
+        .unwrap();
         client.pump();
         assert!(client.error.is_none(), "{:?}", client.error);
         assert!(!client.conn.is_handshaking());
         (client, tls)
+    }
+
+    /// The read buffer of a connection that starts with an SSLRequest: empty at the
+    /// handshake.
+    fn nothing_read() -> ReadBuf {
+        ReadBuf::new(0, crate::client::LOGIN_CEILING)
+    }
+
+    #[test]
+    fn handshake_continues_from_bytes_already_read() {
+        // Direct TLS: the login read the first bytes of the ClientHello to see what they
+        // were; the session starts from them and reads the rest from the connection.
+        let pki = pki();
+        let (mut client, end) = connect(&pki.client);
+        client.pump();
+        let mut received = nothing_read();
+        {
+            let mut wire = end.from_client.borrow_mut();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut first = ServerEnd {
+                from_client: Rc::new(RefCell::new(Wire {
+                    bytes: wire.bytes.drain(..7).collect(),
+                    ..Wire::default()
+                })),
+                to_client: Shared::default(),
+            };
+            assert!(matches!(
+                received.poll_fill(&mut cx, &mut first),
+                Poll::Ready(Ok(7))
+            ));
+        }
+        let mut tls = run(
+            &mut Box::pin(accept(end, pki.server.clone(), received)),
+            &mut client,
+        )
+        .unwrap();
+        client.pump();
+        assert!(client.error.is_none(), "{:?}", client.error);
+        assert!(!client.conn.is_handshaking());
+
+        client.send(b"startup");
+        let mut buf = [0u8; 64];
+        match poll_read(&mut tls, &mut buf) {
+            Poll::Ready(Ok(n)) => assert_eq!(&buf[..n], b"startup"),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn poll_read(tls: &mut TlsStream<ServerEnd>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -1059,7 +1114,7 @@ mod tests {
         }
         let from_server = client.from_server.clone();
         let mut cx = Context::from_waker(Waker::noop());
-        let mut fut = Box::pin(accept(end, pki.server.clone()));
+        let mut fut = Box::pin(accept(end, pki.server.clone(), nothing_read()));
         let err = match fut.as_mut().poll(&mut cx) {
             Poll::Ready(Err(e)) => e,
             Poll::Ready(Ok(_)) => panic!("accepted {input:?}"),
@@ -1141,7 +1196,7 @@ mod tests {
             }
         }
         let mut cx = Context::from_waker(Waker::noop());
-        let mut fut = Box::pin(accept(end, pki.server.clone()));
+        let mut fut = Box::pin(accept(end, pki.server.clone(), nothing_read()));
         match fut.as_mut().poll(&mut cx) {
             Poll::Ready(Err(e)) => {
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData);
@@ -1180,9 +1235,12 @@ mod tests {
         let (mut client, end) = connect(&pki.client);
         // The socket takes a few bytes at a time: the alert still goes out whole.
         client.from_server.borrow_mut().room = 7;
-        let err = run(&mut Box::pin(accept(end, pki.server.clone())), &mut client)
-            .err()
-            .expect("the handshake fails");
+        let err = run(
+            &mut Box::pin(accept(end, pki.server.clone(), nothing_read())),
+            &mut client,
+        )
+        .err()
+        .expect("the handshake fails");
         let tls = err
             .get_ref()
             .and_then(|e| e.downcast_ref::<rustls::Error>())

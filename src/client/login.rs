@@ -3,8 +3,8 @@
 //!
 //! TLS starts one of two ways: PostgreSQL's classic SSLRequest, answered `S`, or
 //! PostgreSQL 17's direct TLS (`sslnegotiation=direct`), where the client's first byte
-//! is already a TLS handshake record. The first byte of a TCP connection is peeked (not
-//! read) to tell them apart, so the ClientHello stays on the socket for rustls. A direct
+//! is already a TLS handshake record. The first bytes of a TCP connection are read to tell
+//! them apart; when they are a ClientHello they are handed to the TLS session. A direct
 //! TLS client must negotiate ALPN `postgresql`, as PostgreSQL 17 demands: without it, some
 //! other protocol's client may have been pointed at the port. Either way, an SSLRequest
 //! over TLS is a protocol violation.
@@ -22,6 +22,7 @@ use super::{ClientConn, Peer};
 use crate::auth::hba::{ClientCertOption, HbaMethod, HbaRequest};
 use crate::auth::scram::{ScramSecret, ScramServer, ServerChannelBinding};
 use crate::auth::table::{AuthTable, UserAuth};
+use crate::buffer::ReadBuf;
 use crate::cancel::CancelSlot;
 use crate::config::AuthType;
 use crate::error::{Fault, SessionError};
@@ -61,7 +62,7 @@ pub async fn run(
 ) -> Result<Outcome, SessionError> {
     // The TLS configuration the client's session was accepted with (for channel binding).
     let mut accepted_tls = None;
-    if first_byte(conn).await? == Some(TLS_HANDSHAKE_RECORD) {
+    if starts_with_tls_record(conn).await? {
         accepted_tls = Some(direct_tls(shard, conn).await?);
     }
     let (minor, params) = loop {
@@ -271,17 +272,15 @@ pub async fn run(
 /// its length, which is 0 for any packet pgring accepts, so the two cannot be confused.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// The first byte a TCP client sent, left on the socket; `None` for other transports.
-async fn first_byte(conn: &ClientConn) -> Result<Option<u8>, SessionError> {
-    let Stream::Tcp(tcp) = &conn.stream else {
-        return Ok(None);
-    };
-    let mut byte = [0u8; 1];
-    match tcp.peek(&mut byte).await {
-        Ok(0) => Err(SessionError::client_closed()),
-        Ok(_) => Ok(Some(byte[0])),
-        Err(e) => Err(SessionError::client_io(std::io::Error::from(e))),
+/// Reads the first bytes of a TCP connection and tells whether they begin a TLS record
+/// (direct TLS) rather than a startup packet. They stay in the read buffer either way:
+/// [`start_tls`] hands them to the TLS session. Other transports read nothing here.
+async fn starts_with_tls_record(conn: &mut ClientConn) -> Result<bool, SessionError> {
+    if !matches!(conn.stream, Stream::Tcp(_)) {
+        return Ok(false);
     }
+    fill(conn).await?;
+    Ok(conn.rbuf.data().first() == Some(&TLS_HANDSHAKE_RECORD))
 }
 
 /// Direct TLS: the handshake at once, then ALPN `postgresql` or the connection is closed.
@@ -324,14 +323,16 @@ fn direct_tls_refused() -> SessionError {
 }
 
 /// Runs the server side of a TLS handshake and puts the session in place of the plain
-/// stream. On failure the alert has been sent and the connection is left without a
-/// transport (it is closed).
+/// stream. What the read buffer holds is the start of the handshake (direct TLS; after
+/// an SSLRequest it is empty) and goes to the session. On failure the alert has been sent
+/// and the connection is left without a transport (it is closed).
 async fn start_tls(
     conn: &mut ClientConn,
     config: std::sync::Arc<rustls::ServerConfig>,
 ) -> Result<(), SessionError> {
     let plain = std::mem::replace(&mut conn.stream, Stream::Detached);
-    match crate::tls_stream::accept(plain, config).await {
+    let received = std::mem::replace(&mut conn.rbuf, ReadBuf::new(0, super::LOGIN_CEILING));
+    match crate::tls_stream::accept(plain, config, received).await {
         Ok(tls) => {
             conn.stream = Stream::Tls(Box::new(tls));
             Ok(())

@@ -27,7 +27,7 @@ use crate::protocol::sqlstate;
 use crate::shard::Shard;
 
 /// The largest message read whole from a client during login (passwords, SASL).
-const LOGIN_CEILING: usize = 64 * 1024;
+pub(crate) const LOGIN_CEILING: usize = 64 * 1024;
 
 /// Where a client came from, for logs and (later) hba rules.
 #[derive(Debug, Clone)]
