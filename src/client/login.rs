@@ -147,7 +147,9 @@ pub async fn run(
         ));
     };
 
-    let mut out = BytesMut::new();
+    // Room for the welcome (a dozen ParameterStatus, BackendKeyData, ReadyForQuery) from
+    // the start, instead of growing through it message by message.
+    let mut out = BytesMut::with_capacity(WELCOME_CAPACITY);
     if minor > 0 || !protocol_options.is_empty() {
         let names: Vec<&str> = protocol_options.iter().map(String::as_str).collect();
         backend::negotiate_protocol_version(
@@ -267,6 +269,10 @@ pub async fn run(
         cancel,
     }))
 }
+
+/// Bytes reserved for the messages that end a login (AuthenticationOk and the welcome
+/// take 414 bytes for psql in front of PostgreSQL 15).
+const WELCOME_CAPACITY: usize = 1024;
 
 /// The type byte of a TLS handshake record. A startup packet starts with the high byte of
 /// its length, which is 0 for any packet pgring accepts, so the two cannot be confused.
