@@ -85,8 +85,8 @@ pub struct TlsStream<T = Stream> {
 
 /// Runs the server side of a TLS handshake over `inner`, starting with the ciphertext
 /// already read from it into `received` (the first bytes of a direct TLS connection; an
-/// empty buffer otherwise). The session tickets rustls issues at the end of the handshake
-/// are sent before this returns. On failure the alert is sent first, and the error
+/// empty buffer otherwise). Under TLS 1.3 the session tickets rustls issues at the end of
+/// the handshake stay queued and go out with the first write (or the close). On failure the alert is sent first, and the error
 /// carries the [`rustls::Error`] (see [`crate::tls::verification_failure`]).
 pub async fn accept<T>(
     inner: T,
@@ -395,8 +395,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
             };
             match driven.rest {
                 Rest::Writable if !self.conn.is_handshaking() => {
-                    // The server's last flight and the session ticket go out now.
-                    ready!(self.poll_send(cx))?;
+                    // Under TLS 1.3 what is left to send is the session tickets, which
+                    // the client does not wait for: they go out with pgring's first
+                    // answer, one send instead of two. Under TLS 1.2 it is the server's
+                    // last flight, which the client waits for: it goes now.
+                    if self.conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+                        ready!(self.poll_send(cx))?;
+                    }
                     self.incoming.release_if_idle();
                     return Poll::Ready(Ok(()));
                 }
@@ -441,13 +446,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<T> {
                 this.plain.release_if_empty();
                 return Poll::Ready(Ok(0));
             }
+            let queued = this.outgoing.len();
             let driven = match this.drive(buf, Act::Nothing) {
                 Ok(driven) => driven,
                 Err(_) if this.failed.is_some() => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            // rustls may have queued records of its own (an answer to a key update).
-            this.send_now(cx)?;
+            // rustls may have queued records of its own (an answer to a key update):
+            // they go now. Records queued before (the session tickets) wait for the
+            // next write.
+            if this.outgoing.len() > queued {
+                this.send_now(cx)?;
+            }
             if driven.delivered > 0 {
                 // Storage is kept only while it holds bytes (borrowing it again from the
                 // spare list for the next read costs next to nothing).
@@ -962,11 +972,28 @@ mod tests {
         Pin::new(tls).poll_read(&mut cx, buf)
     }
 
+    /// Writes `bytes` and flushes, and lets the client process what came.
+    fn write_flushed(tls: &mut TlsStream<ServerEnd>, client: &mut Client, bytes: &[u8]) {
+        let mut write = Box::pin(async {
+            futures_lite::AsyncWriteExt::write_all(&mut *tls, bytes).await?;
+            futures_lite::AsyncWriteExt::flush(&mut *tls).await
+        });
+        run(&mut write, client).unwrap();
+        drop(write);
+        client.pump();
+    }
+
     #[test]
     fn data_both_ways_and_no_storage_while_idle() {
         let pki = pki();
         let (mut client, mut tls) = handshake(&pki.client, &pki.server);
-        assert!(!tls.has_storage(), "storage kept after the handshake");
+        // The session ticket waits for the first answer, and goes out with it.
+        assert!(tls.has_storage(), "the ticket is queued");
+        assert_eq!(client.conn.tls13_tickets_received(), 0);
+        write_flushed(&mut tls, &mut client, b"welcome");
+        assert_eq!(client.received(), b"welcome");
+        assert_eq!(client.conn.tls13_tickets_received(), 1);
+        assert!(!tls.has_storage(), "storage kept after the first answer");
 
         client.send(b"hello");
         let mut buf = [0u8; 64];
@@ -981,12 +1008,7 @@ mod tests {
             "storage kept while waiting for the client"
         );
 
-        let mut write = Box::pin(async {
-            futures_lite::AsyncWriteExt::write_all(&mut tls, b"world").await?;
-            futures_lite::AsyncWriteExt::flush(&mut tls).await
-        });
-        run(&mut write, &mut client).unwrap();
-        drop(write);
+        write_flushed(&mut tls, &mut client, b"world");
         assert_eq!(client.received(), b"world");
         assert!(!tls.has_storage(), "storage kept after a flush");
     }
@@ -994,12 +1016,12 @@ mod tests {
     #[test]
     fn the_session_ticket_is_sent_and_resumes() {
         let pki = pki();
-        let (mut first, _tls) = handshake(&pki.client, &pki.server);
+        let (mut first, mut tls) = handshake(&pki.client, &pki.server);
         assert_eq!(
             first.conn.handshake_kind(),
             Some(rustls::HandshakeKind::Full)
         );
-        first.pump();
+        write_flushed(&mut tls, &mut first, b"welcome");
         let (again, _tls) = handshake(&pki.client, &pki.server);
         assert_eq!(
             again.conn.handshake_kind(),
@@ -1011,6 +1033,7 @@ mod tests {
     fn a_full_record_goes_through_a_small_reader() {
         let pki = pki();
         let (mut client, mut tls) = handshake(&pki.client, &pki.server);
+        write_flushed(&mut tls, &mut client, b"welcome");
         let message: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
         client.send(&message);
         let mut got = Vec::new();
