@@ -86,8 +86,9 @@ pub struct TlsStream<T = Stream> {
 /// Runs the server side of a TLS handshake over `inner`, starting with the ciphertext
 /// already read from it into `received` (the first bytes of a direct TLS connection; an
 /// empty buffer otherwise). Under TLS 1.3 the session tickets rustls issues at the end of
-/// the handshake stay queued and go out with the first write (or the close). On failure the alert is sent first, and the error
-/// carries the [`rustls::Error`] (see [`crate::tls::verification_failure`]).
+/// the handshake stay queued and go out with the first write (or the close). On failure
+/// the alert is sent first, and the error carries the [`rustls::Error`] (see
+/// [`crate::tls::verification_failure`]).
 pub async fn accept<T>(
     inner: T,
     config: Arc<ServerConfig>,
@@ -397,8 +398,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
                 Rest::Writable if !self.conn.is_handshaking() => {
                     // Under TLS 1.3 what is left to send is the session tickets, which
                     // the client does not wait for: they go out with pgring's first
-                    // answer, one send instead of two. Under TLS 1.2 it is the server's
-                    // last flight, which the client waits for: it goes now.
+                    // answer, one send instead of two (a client that never sends its
+                    // startup packet keeps them queued until client_login_timeout ends
+                    // it). Under TLS 1.2 it is the server's last flight, which the client
+                    // waits for: it goes now.
                     if self.conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
                         ready!(self.poll_send(cx))?;
                     }
