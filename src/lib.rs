@@ -17,6 +17,7 @@ pub mod logging;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod readiness;
 pub mod runtime;
 pub mod server;
 pub mod shard;

@@ -8,15 +8,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::{TcpListener, TcpStream, UnixStream};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+
+use crate::readiness::{self, Family, Listener};
 
 /// Keepalive settings, PgBouncer's `tcp_keepalive`, `tcp_keepidle`, `tcp_keepintvl`,
 /// `tcp_keepcnt` (zero values leave the OS default).
@@ -59,54 +60,45 @@ pub fn tune_tcp(socket: &Socket, keepalive: Keepalive) -> io::Result<()> {
 }
 
 /// Binds a TCP listener with SO_REUSEPORT, so that every shard can bind the same address
-/// and the kernel spreads incoming connections over them.
-pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+/// and the kernel spreads incoming connections over them. Call it on the shard's executor:
+/// the listener joins that executor's readiness poller.
+pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(backlog)?;
-    // SAFETY: the fd was just created above and is owned by nobody else.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    Listener::new(socket.into(), Family::Tcp)
 }
 
-/// Binds the Unix-socket listener at `path`.
-///
-/// The socket is made with socket2 and driven by glommio's `TcpListener`, whose accept is
-/// family-agnostic (accept4 on the fd). glommio's own `UnixListener` would do, but it
-/// fixes the backlog at 128 and never reveals the fd of an accepted stream, which `peer`
-/// authentication needs for SO_PEERCRED.
-pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<TcpListener> {
+/// Binds the Unix-socket listener at `path` (on the executor that will accept from it).
+pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<Listener> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
     socket.bind(&SockAddr::unix(path)?)?;
     socket.listen(backlog)?;
-    // SAFETY: the fd was just created above and is owned by nobody else.
-    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+    Listener::new(socket.into(), Family::Unix)
 }
 
-/// Turns a connection accepted on the [`bind_unix`] listener into a [`Stream::Unix`] on
-/// this executor, with the peer's user id (SO_PEERCRED) when the kernel gives it.
-pub fn unix_client(accepted: glommio::net::AcceptedTcpStream) -> io::Result<(Stream, Option<u32>)> {
-    use std::os::fd::AsRawFd;
-    let carrier = accepted.bind_to_executor();
-    let fd = carrier.as_raw_fd();
-    let uid = peer_uid(fd);
-    // The glommio stream type that accepted it owns the fd and cannot give it up: keep a
-    // duplicate under the Unix stream type and let the carrier close the original.
-    // SAFETY: `fd` is open (owned by `carrier`); dup returns a new fd or -1.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    drop(carrier);
-    // SAFETY: `dup` is a fresh fd owned by nobody else; ownership moves to the stream.
-    let stream = unsafe { UnixStream::from_raw_fd(dup) };
-    Ok((Stream::Unix(stream, Some(dup)), uid))
+/// Turns a connection accepted on the [`bind_unix`] listener (possibly on another shard)
+/// into a [`Stream`] on this executor, with the peer's user id (SO_PEERCRED) when the
+/// kernel gives it.
+pub fn unix_client(accepted: OwnedFd) -> io::Result<(Stream, Option<u32>)> {
+    let uid = peer_uid(accepted.as_raw_fd());
+    let socket = readiness::Socket::new(accepted, Family::Unix)?;
+    Ok((Stream::Plain(socket), uid))
+}
+
+/// Turns a connected TCP socket (accepted, or connected by the caller) into a [`Stream`]
+/// on this executor, with the standard options.
+pub fn tcp_stream(connected: OwnedFd, keepalive: Keepalive) -> io::Result<Stream> {
+    let socket = readiness::Socket::new(connected, Family::Tcp)?;
+    tune_tcp(&socket.sock_ref(), keepalive)?;
+    Ok(Stream::Plain(socket))
 }
 
 /// The user id of the process at the other end of a Unix socket.
@@ -173,32 +165,22 @@ pub async fn connect_tcp(
     addr: SocketAddr,
     timeout: Duration,
     keepalive: Keepalive,
-) -> io::Result<TcpStream> {
-    let stream = if timeout.is_zero() {
-        TcpStream::connect(addr).await
-    } else {
-        TcpStream::connect_timeout(addr, timeout).await
-    }
-    .map_err(io::Error::from)?;
-    configure_stream(&stream, keepalive)?;
-    Ok(stream)
+) -> io::Result<Stream> {
+    let socket = readiness::Socket::connect_tcp(addr, timeout).await?;
+    tune_tcp(&socket.sock_ref(), keepalive)?;
+    Ok(Stream::Plain(socket))
 }
 
-/// Applies [`tune_tcp`] to a glommio stream without taking ownership of its fd.
-pub fn configure_stream(stream: &TcpStream, keepalive: Keepalive) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the Socket is wrapped in ManuallyDrop so the fd, owned by `stream`, is not
-    // closed when it goes out of scope; it lives only for the duration of this call.
-    let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(stream.as_raw_fd()) });
-    tune_tcp(&socket, keepalive)
+/// Connects to a Unix socket without blocking the shard: a non-blocking connect either
+/// completes at once or fails (a full backlog answers EAGAIN).
+pub fn connect_unix(path: &Path) -> io::Result<Stream> {
+    Ok(Stream::Plain(readiness::Socket::connect_unix(path)?))
 }
 
 /// A connection to a client or a server, whatever the transport.
 pub enum Stream {
-    Tcp(TcpStream),
-    /// A Unix-socket connection, with its fd when pgring opened it (glommio does not
-    /// expose the fd of a Unix stream; server connections need it for liveness checks).
-    Unix(UnixStream, Option<RawFd>),
+    /// A TCP or Unix-socket connection, driven by the shard's readiness poller.
+    Plain(readiness::Socket),
     /// A client's TLS session over its TCP stream, pgring being the TLS server (boxed: the
     /// session state is large, and the plaintext variants should not pay for it). pgring's
     /// own adapter over rustls's unbuffered API, see [`crate::tls_stream`].
@@ -210,26 +192,19 @@ pub enum Stream {
     Detached,
 }
 
-/// Connects to a Unix socket without blocking the shard: a non-blocking connect either
-/// completes at once or fails (a full backlog answers EAGAIN).
-pub fn connect_unix(path: &Path) -> io::Result<Stream> {
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
-    socket.connect(&SockAddr::unix(path)?)?;
-    let fd = socket.into_raw_fd();
-    // SAFETY: the fd was just created above; ownership moves to the glommio stream.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    Ok(Stream::Unix(stream, Some(fd)))
-}
-
 impl Stream {
     pub fn is_unix(&self) -> bool {
         match self {
-            Stream::Unix(..) => true,
+            Stream::Plain(s) => s.family() == Family::Unix,
             Stream::Tls(s) => s.get_ref().is_unix(),
             Stream::ServerTls(s) => s.get_ref().0.is_unix(),
-            Stream::Tcp(_) | Stream::Detached => false,
+            Stream::Detached => false,
         }
+    }
+
+    /// True for a TCP connection without TLS (yet).
+    pub fn is_plain_tcp(&self) -> bool {
+        matches!(self, Stream::Plain(s) if s.family() == Family::Tcp)
     }
 
     /// The end-entity certificate a client presented in its TLS handshake (DER), already
@@ -263,16 +238,9 @@ impl Stream {
     /// after a close_notify alert).
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s
-                .shutdown(std::net::Shutdown::Write)
-                .await
-                .map_err(io::Error::from),
-            Stream::Unix(s, _) => s
-                .shutdown(std::net::Shutdown::Write)
-                .await
-                .map_err(io::Error::from),
-            // close_notify, flush, then the inner stream's poll_close, which glommio
-            // implements as shutdown(Write): reading stays possible.
+            Stream::Plain(s) => s.shutdown(std::net::Shutdown::Write),
+            // close_notify, flush, then the inner stream's poll_close, which is
+            // shutdown(Write): reading stays possible.
             Stream::Tls(s) => futures_lite::AsyncWriteExt::close(&mut **s).await,
             Stream::ServerTls(s) => futures_lite::AsyncWriteExt::close(&mut **s).await,
             Stream::Detached => Err(detached()),
@@ -283,14 +251,14 @@ impl Stream {
     /// server's FATAL before it exits). Never blocks. Whatever it reads is lost, which is
     /// fine for its one use: a connection it says true of is closed.
     ///
-    /// A plain socket is asked through glommio, at no cost while nothing has arrived:
-    /// after each short read glommio keeps a readiness poll armed on the socket, so a
-    /// read polled with a no-op waker answers Pending without a system call until the
-    /// socket has something, and then reads it. Over TLS, where a read would go through
-    /// the TLS session, a one-byte `MSG_PEEK` asks the kernel.
+    /// A plain socket is asked through the readiness poller, at no cost while nothing
+    /// has arrived: once a read has drained the socket, a read polled with a no-op waker
+    /// answers Pending without a system call until an event says the socket has
+    /// something, and then reads it. Over TLS, where a read would go through the TLS
+    /// session, a one-byte `MSG_PEEK` asks the kernel.
     pub fn closed_or_unsolicited(&mut self) -> bool {
         match self {
-            Stream::Tcp(_) | Stream::Unix(..) => {
+            Stream::Plain(_) => {
                 let mut scratch = [0u8; 64];
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 Pin::new(self).poll_read(&mut cx, &mut scratch).is_ready()
@@ -306,11 +274,8 @@ impl Stream {
     fn peek_closed_or_unsolicited(&self) -> bool {
         use std::os::fd::AsRawFd;
         let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(_, Some(fd)) => *fd,
-            Stream::Unix(_, None) | Stream::Detached | Stream::Tls(_) | Stream::ServerTls(_) => {
-                return false
-            }
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Detached | Stream::Tls(_) | Stream::ServerTls(_) => return false,
         };
         let mut byte = 0u8;
         // SAFETY: a one-byte buffer on the stack; MSG_PEEK leaves the data in place and
@@ -331,32 +296,6 @@ impl Stream {
     }
 }
 
-/// One non-blocking `sendmsg` of `bufs`; `None` when the socket has no room (the caller
-/// then waits through glommio).
-fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
-    // Linux takes at most IOV_MAX (1024) buffers; a partial write is reported as such.
-    let count = bufs.len().min(1024);
-    loop {
-        // SAFETY: an all-zero msghdr is valid (no address, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads it.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = count as _;
-        // SAFETY: `msg` points at `count` valid iovecs borrowed for the call; the fd is
-        // owned by the stream the caller borrows.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Some(Ok(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return None,
-            _ => return Some(Err(err)),
-        }
-    }
-}
-
 fn detached() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
@@ -371,8 +310,7 @@ impl AsyncRead for Stream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s, _) => Pin::new(s).poll_read(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Stream::ServerTls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Stream::Detached => Poll::Ready(Ok(0)),
@@ -387,8 +325,7 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s, _) => Pin::new(s).poll_write(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::ServerTls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::Detached => Poll::Ready(Err(detached())),
@@ -396,46 +333,25 @@ impl AsyncWrite for Stream {
     }
 
     /// futures-rustls (server connections) hands its queued records over as a list of
-    /// buffers (a handshake flight is four to six records). glommio's streams write one
-    /// buffer per call, which would make every record a `send` of its own: on a socket
-    /// pgring holds the fd of, the list goes out in one `sendmsg` instead, and glommio's
-    /// single-buffer path is the fallback that waits when the socket is full. (A client's
-    /// TLS session queues its records in one buffer, so it needs none of this.)
+    /// buffers (a handshake flight is four to six records): on a plain socket they go
+    /// out in one `sendmsg` instead of a `send` each. (A client's TLS session queues its
+    /// records in one buffer, so it needs none of this.)
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        use std::os::fd::AsRawFd;
-        let fd = match &*self {
-            Stream::Tcp(s) => Some(s.as_raw_fd()),
-            Stream::Unix(_, fd) => *fd,
-            _ => None,
-        };
         match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
             Stream::ServerTls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-            this => {
-                if let Some(fd) = fd {
-                    if bufs.iter().filter(|b| !b.is_empty()).count() > 1 {
-                        if let Some(result) = send_vectored(fd, bufs) {
-                            return Poll::Ready(result);
-                        }
-                    }
-                }
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &**b);
-                Pin::new(this).poll_write(cx, first)
-            }
+            Stream::Detached => Poll::Ready(Err(detached())),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s, _) => Pin::new(s).poll_flush(cx),
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::ServerTls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::Detached => Poll::Ready(Ok(())),
@@ -444,8 +360,7 @@ impl AsyncWrite for Stream {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_close(cx),
-            Stream::Unix(s, _) => Pin::new(s).poll_close(cx),
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
             Stream::ServerTls(s) => Pin::new(&mut **s).poll_close(cx),
             Stream::Detached => Poll::Ready(Ok(())),
@@ -456,22 +371,29 @@ impl AsyncWrite for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
+
+    const NO_KEEPALIVE: Keepalive = Keepalive {
+        enabled: false,
+        idle: Duration::ZERO,
+        interval: Duration::ZERO,
+        count: 0,
+    };
 
     /// The idle-server check: quiet socket, then unsolicited bytes, then a closed peer,
-    /// on glommio's streams over a real loopback connection.
+    /// over a real loopback connection.
     #[test]
     fn closed_or_unsolicited_sees_bytes_and_eof_and_leaves_a_quiet_socket_alone() {
         use futures_lite::{AsyncReadExt, AsyncWriteExt};
-        use std::io::Write;
+        use std::io::{Read, Write};
         glommio::LocalExecutorBuilder::default()
             .make()
             .expect("an io_uring executor")
             .run(async {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 let addr = listener.local_addr().unwrap();
-                let mut stream = Stream::Tcp(TcpStream::connect(addr).await.unwrap());
+                let mut stream = connect_tcp(addr, Duration::ZERO, NO_KEEPALIVE)
+                    .await
+                    .unwrap();
                 let (mut peer, _) = listener.accept().unwrap();
 
                 // A request and its answer, as a server connection has before it idles.
@@ -498,7 +420,9 @@ mod tests {
                 }
 
                 // A peer that closed, on a second connection that had gone quiet.
-                let mut other = Stream::Tcp(TcpStream::connect(addr).await.unwrap());
+                let mut other = connect_tcp(addr, Duration::ZERO, NO_KEEPALIVE)
+                    .await
+                    .unwrap();
                 let (peer2, _) = listener.accept().unwrap();
                 assert!(!other.closed_or_unsolicited());
                 drop(peer2);
@@ -508,32 +432,5 @@ mod tests {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
             });
-    }
-
-    #[test]
-    fn send_vectored_sends_every_buffer_in_order_and_reports_a_full_socket() {
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let bufs = [
-            io::IoSlice::new(b"one "),
-            io::IoSlice::new(b""),
-            io::IoSlice::new(b"two "),
-            io::IoSlice::new(b"three"),
-        ];
-        let n = send_vectored(a.as_raw_fd(), &bufs).unwrap().unwrap();
-        assert_eq!(n, 13);
-        let mut got = [0u8; 13];
-        b.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"one two three");
-
-        // Fill the socket: the call then says "no room" instead of blocking or failing.
-        let chunk = vec![0u8; 64 * 1024];
-        let full = loop {
-            match send_vectored(a.as_raw_fd(), &[io::IoSlice::new(&chunk); 2]) {
-                Some(Ok(_)) => continue,
-                other => break other,
-            }
-        };
-        assert!(full.is_none(), "{full:?}");
     }
 }

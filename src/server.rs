@@ -411,7 +411,7 @@ pub async fn open_stream(address: &ServerAddress, opts: &ConnectOptions) -> io::
             );
             for addr in addrs {
                 match net::connect_tcp(addr, opts.connect_timeout, opts.keepalive).await {
-                    Ok(s) => return Ok(Stream::Tcp(s)),
+                    Ok(s) => return Ok(s),
                     Err(e) => last_err = e,
                 }
             }

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
-use glommio::net::{AcceptedTcpStream, TcpListener};
 use glommio::Task;
 
 use crate::auth::table::AuthTable;
@@ -31,10 +30,11 @@ use crate::cancel::CancelRegistry;
 use crate::client::{self, Peer};
 use crate::config::{Config, DatabaseConfig};
 use crate::error::{Fault, SessionError};
-use crate::net::{self, Keepalive, Stream};
+use crate::net::{self, Keepalive};
 use crate::pool::{shard_share, Pool, PoolKey, PoolSettings, ServerLimits};
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;
+use crate::readiness::Listener;
 use crate::server::{ConnectOptions, ServerCredential, ServerTarget};
 
 /// How often a shard looks at reload/shutdown flags and tends its pools.
@@ -44,8 +44,9 @@ const CONTROL_TICK: Duration = Duration::from_millis(100);
 pub enum ShardMsg {
     /// A CancelRequest whose key names the receiving shard.
     Cancel(CancelKey),
-    /// A Unix-socket client accepted by shard 0 for the receiving shard to serve.
-    UnixClient(AcceptedTcpStream),
+    /// A Unix-socket client accepted by shard 0 for the receiving shard to serve (not
+    /// yet registered with any shard's readiness poller).
+    UnixClient(std::os::fd::OwnedFd),
 }
 
 /// Per-shard counters, written by the shard and read by the main thread's stats line.
@@ -385,9 +386,8 @@ impl Shard {
 
 /// Listeners a shard serves.
 pub struct Listeners {
-    pub tcp: Option<TcpListener>,
-    /// A Unix-domain socket behind glommio's TcpListener (see [`net::bind_unix`]).
-    pub unix: Option<TcpListener>,
+    pub tcp: Option<Listener>,
+    pub unix: Option<Listener>,
 }
 
 /// Binds this shard's listeners: TCP on every shard (SO_REUSEPORT), the Unix socket on
@@ -518,17 +518,18 @@ fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -
         .collect()
 }
 
-async fn accept_tcp(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_tcp(shard: Rc<Shard>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
+            Ok((fd, addr)) => {
                 let keepalive = Keepalive::from_config(&shard.config().pooler);
-                if let Err(e) = net::configure_stream(&stream, keepalive) {
-                    log::warn!("could not set socket options on a client connection: {e}");
+                let peer = addr.as_socket().map(Peer::Tcp).unwrap_or(Peer::Unknown);
+                match net::tcp_stream(fd, keepalive) {
+                    Ok(stream) => {
+                        glommio::spawn_local(client::serve(shard.clone(), stream, peer)).detach();
+                    }
+                    Err(e) => log::warn!("could not set up a client connection: {e}"),
                 }
-                let peer = stream.peer_addr().map(Peer::Tcp).unwrap_or(Peer::Unknown);
-                glommio::spawn_local(client::serve(shard.clone(), Stream::Tcp(stream), peer))
-                    .detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -540,7 +541,7 @@ async fn accept_tcp(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// Serves a Unix-socket client on this shard.
-fn serve_unix(shard: &Rc<Shard>, accepted: AcceptedTcpStream) {
+fn serve_unix(shard: &Rc<Shard>, accepted: std::os::fd::OwnedFd) {
     match net::unix_client(accepted) {
         Ok((stream, uid)) => {
             glommio::spawn_local(client::serve(shard.clone(), stream, Peer::Unix { uid })).detach();
@@ -549,11 +550,11 @@ fn serve_unix(shard: &Rc<Shard>, accepted: AcceptedTcpStream) {
     }
 }
 
-async fn accept_unix(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_unix(shard: Rc<Shard>, listener: Listener) {
     let mut next = 0usize;
     loop {
-        match listener.shared_accept().await {
-            Ok(accepted) => {
+        match listener.accept().await {
+            Ok((accepted, _)) => {
                 // Spread Unix clients round-robin over the shards.
                 let target = next % shard.count;
                 next = next.wrapping_add(1);

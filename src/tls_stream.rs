@@ -67,8 +67,8 @@ const MAX_WRITE: usize = 16 * 1024;
 /// encrypting, rustls says the exact size when it is too small.
 const RECORD_OVERHEAD: usize = 64;
 
-/// A client's TLS session over its plain connection (`T` is a [`Stream::Tcp`] or
-/// [`Stream::Unix`] in pgring; tests use an in-memory pipe).
+/// A client's TLS session over its plain connection (`T` is a [`Stream::Plain`] in
+/// pgring; tests use an in-memory pipe).
 pub struct TlsStream<T = Stream> {
     conn: UnbufferedServerConnection,
     inner: T,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +17,13 @@ use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use bytes::{BufMut, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use hmac::{Hmac, Mac};
 use pgring::auth::md5::{md5_response, md5_secret};
 use pgring::auth::scram::{
     random_nonce, ClientChannelBinding, ScramClient, ScramCredential, SCRAM_SHA_256,
     SCRAM_SHA_256_PLUS,
 };
-use pgring::net::{configure_stream, Keepalive, Stream};
+use pgring::net::{self, Keepalive, Stream};
 use pgring::protocol::backend::{self, Authentication, ErrorFields};
 use pgring::protocol::framing::{split_message, HEADER_LEN};
 use pgring::protocol::{frontend, tag};
@@ -242,13 +241,8 @@ async fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
     }
 }
 
-/// TCP connect from `source` (any port): socket2 binds, connects without blocking, and the
-/// connected socket becomes a glommio stream (glommio's own connect cannot bind first).
-async fn connect_from(
-    addr: SocketAddr,
-    source: IpAddr,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
+/// TCP connect from `source` (any port): socket2 binds, then connects without blocking.
+async fn connect_from(addr: SocketAddr, source: IpAddr, timeout: Duration) -> io::Result<OwnedFd> {
     let deadline = Instant::now() + timeout;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if source.is_ipv4() {
@@ -275,9 +269,7 @@ async fn connect_from(
         }
         Err(e) => return Err(e),
     }
-    // SAFETY: the fd comes from the socket just created and connected; ownership moves to
-    // the glommio stream.
-    Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
+    Ok(socket.into())
 }
 
 fn protocol_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
@@ -332,33 +324,30 @@ const PARSE_COMPLETE: u8 = b'1';
 
 impl Conn {
     /// TCP connect (from `source` when given) with TCP_NODELAY set (pgring's
-    /// `net::configure_stream`).
+    /// `net::tune_tcp`), on pgring's socket readiness.
     pub async fn connect(
         addr: SocketAddr,
         source: Option<IpAddr>,
         timeout: Duration,
     ) -> Result<Conn> {
+        let keepalive = Keepalive {
+            enabled: false,
+            idle: Duration::ZERO,
+            interval: Duration::ZERO,
+            count: 0,
+        };
         let stream = match source {
-            None => TcpStream::connect_timeout(addr, timeout)
+            None => net::connect_tcp(addr, timeout, keepalive).await,
+            Some(src) => connect_from(addr, src, timeout)
                 .await
-                .map_err(io::Error::from),
-            Some(src) => connect_from(addr, src, timeout).await,
+                .and_then(|fd| net::tcp_stream(fd, keepalive)),
         }
         .map_err(|e| match source {
             Some(src) => anyhow!("connect to {addr} from {src}: {e}"),
             None => anyhow!("connect to {addr}: {e}"),
         })?;
-        configure_stream(
-            &stream,
-            Keepalive {
-                enabled: false,
-                idle: Duration::ZERO,
-                interval: Duration::ZERO,
-                count: 0,
-            },
-        )?;
         Ok(Conn {
-            stream: Stream::Tcp(stream),
+            stream,
             rbuf: Vec::with_capacity(READ_CHUNK),
             pos: 0,
             body: (0, 0),
@@ -391,11 +380,12 @@ impl Conn {
         }
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| anyhow!("host {host:?} is not a valid TLS server name: {e}"))?;
-        let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Detached) else {
+        if !self.stream.is_plain_tcp() {
             bail!("TLS requested twice on one connection");
-        };
+        }
+        let tcp = std::mem::replace(&mut self.stream, Stream::Detached);
         let tls = futures_rustls::TlsConnector::from(config.clone())
-            .connect(name, Stream::Tcp(tcp))
+            .connect(name, tcp)
             .await
             .map_err(|e| match crate::tls::verification_failure(&e) {
                 Some(why) => TlsFailed {

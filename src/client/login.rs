@@ -282,7 +282,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// (direct TLS) rather than a startup packet. They stay in the read buffer either way:
 /// [`start_tls`] hands them to the TLS session. Other transports read nothing here.
 async fn starts_with_tls_record(conn: &mut ClientConn) -> Result<bool, SessionError> {
-    if !matches!(conn.stream, Stream::Tcp(_)) {
+    if !conn.stream.is_plain_tcp() {
         return Ok(false);
     }
     fill(conn).await?;

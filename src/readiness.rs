@@ -1,0 +1,748 @@
+//! Socket readiness for a shard: one edge-triggered epoll set per executor, which the
+//! executor's io_uring watches as a single descriptor.
+//!
+//! Why not glommio's own streams: after every read that does not fill the buffer, a
+//! glommio stream arms a fresh io_uring poll on its socket (a `Source` allocated, an SQE
+//! submitted, then a CQE reaped and a waker called), and the kernel arms and tears down a
+//! wait-queue entry each time. A pooler makes two such reads per transaction, and that
+//! machinery alone cost more CPU per transaction than all of PgBouncer: a byte relay with
+//! no protocol logic on glommio's streams used 1.30× PgBouncer's CPU per transaction,
+//! the same relay on this module 0.99× (`bench/relay.sh`, bench/RESULTS.md).
+//!
+//! How it works:
+//! - A socket is registered once, when it is made, for input, output and peer hang-up,
+//!   edge-triggered. Its [`Slot`] holds two flags (`readable`, `writable`) and the
+//!   wakers of the task waiting on each direction.
+//! - Reads and writes are plain non-blocking system calls. `EAGAIN` clears the flag and
+//!   parks the task's waker. A read that returned less than asked for clears `readable`
+//!   too (the queue was emptied, so the next read would say `EAGAIN`), unless the peer
+//!   has hung up: EOF is no new event, so `hung_up` keeps the socket readable.
+//! - The driver task ([`Poller::drive`]) harvests events with `epoll_wait` (no timeout),
+//!   sets the flags and wakes the parked tasks. When nothing is ready it waits for the
+//!   epoll descriptor to become readable through glommio, so the shard sleeps in
+//!   io_uring as before, together with its timers and channels.
+//!
+//! Invariant: a flag is cleared only by the task whose system call saw the socket
+//! drained, and whatever arrives after that call raises an event that the driver harvests
+//! later, on the same thread, setting the flag again. So no readiness is lost: a task
+//! parks only on a socket that has nothing for it yet.
+//!
+//! Everything here belongs to one executor thread (`Rc`, `RefCell`); [`Poller::current`]
+//! finds or makes the poller of the executor it is called on.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use socket2::{Domain, SockAddr, SockRef, Type};
+
+/// Events harvested per `epoll_wait`; more are taken by the next call.
+const EVENTS_PER_HARVEST: usize = 64;
+
+/// Readiness of one registered descriptor and the tasks waiting for it.
+#[derive(Default)]
+struct Slot {
+    readable: bool,
+    writable: bool,
+    /// The peer has shut down its side or the connection failed: reads no longer block
+    /// (they return EOF or the error), so `readable` stays set.
+    hung_up: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// One executor's epoll set and the slots of the descriptors registered in it.
+pub struct Poller {
+    epoll: OwnedFd,
+    /// Indexed by the token registered with each descriptor.
+    slots: RefCell<Vec<Slot>>,
+    /// Tokens of closed sockets, reused before the vector grows.
+    free: RefCell<Vec<usize>>,
+}
+
+thread_local! {
+    /// The poller of the executor running on this thread, with that executor's id.
+    static CURRENT: RefCell<Option<(usize, Rc<Poller>)>> = const { RefCell::new(None) };
+}
+
+impl Poller {
+    /// The poller of the glommio executor this is called on, made (and its driver task
+    /// spawned) on first use. Must be called from inside an executor.
+    pub fn current() -> io::Result<Rc<Poller>> {
+        let executor = glommio::executor().id();
+        CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            if let Some((id, poller)) = current.as_ref() {
+                if *id == executor {
+                    return Ok(poller.clone());
+                }
+            }
+            let poller = Rc::new(Poller::new()?);
+            glommio::spawn_local(poller.clone().drive()).detach();
+            *current = Some((executor, poller.clone()));
+            Ok(poller)
+        })
+    }
+
+    fn new() -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd.
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(Poller {
+            // SAFETY: `fd` was just created and is owned by nobody else.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Adds `fd` to the set, ready to read until a system call says otherwise, and ready
+    /// to write unless it is still `connecting`.
+    fn register(&self, fd: RawFd, connecting: bool) -> io::Result<usize> {
+        let token = match self.free.borrow_mut().pop() {
+            Some(token) => token,
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(Slot::default());
+                slots.len() - 1
+            }
+        };
+        self.slots.borrow_mut()[token] = Slot {
+            readable: true,
+            writable: !connecting,
+            hung_up: false,
+            reader: None,
+            writer: None,
+        };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: token as u64,
+        };
+        // SAFETY: `event` is valid for the call; both descriptors are open.
+        let added = check(unsafe {
+            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
+        });
+        if let Err(e) = added {
+            self.free.borrow_mut().push(token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Removes `fd` from the set (before it is closed) and frees its token.
+    fn deregister(&self, fd: RawFd, token: usize) {
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL; `fd` is still open.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+        self.slots.borrow_mut()[token] = Slot::default();
+        self.free.borrow_mut().push(token);
+    }
+
+    /// Takes what is ready without blocking, sets the flags and wakes the waiting tasks.
+    /// Returns the number of events taken.
+    fn harvest(&self) -> usize {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_HARVEST];
+        let mut taken = 0;
+        loop {
+            // SAFETY: `events` is valid for EVENTS_PER_HARVEST entries; timeout 0 never
+            // blocks.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS_PER_HARVEST as i32,
+                    0,
+                )
+            };
+            if n <= 0 {
+                // EINTR or nothing ready: the driver waits and comes back.
+                return taken;
+            }
+            let n = n as usize;
+            taken += n;
+            let mut wake: Vec<Waker> = Vec::new();
+            {
+                let mut slots = self.slots.borrow_mut();
+                for event in &events[..n] {
+                    let Some(slot) = slots.get_mut(event.u64 as usize) else {
+                        continue;
+                    };
+                    let bits = event.events as i32;
+                    let gone = bits & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
+                    if gone || bits & libc::EPOLLRDHUP != 0 {
+                        slot.hung_up = true;
+                    }
+                    if slot.hung_up || bits & libc::EPOLLIN != 0 {
+                        slot.readable = true;
+                        wake.extend(slot.reader.take());
+                    }
+                    if gone || bits & libc::EPOLLOUT != 0 {
+                        slot.writable = true;
+                        wake.extend(slot.writer.take());
+                    }
+                }
+            }
+            // Outside the borrow: a waker may run code that touches the slots.
+            for waker in wake {
+                waker.wake();
+            }
+            if n < EVENTS_PER_HARVEST {
+                return taken;
+            }
+        }
+    }
+
+    /// The driver: harvest, then sleep in glommio until the epoll set has something.
+    async fn drive(self: Rc<Self>) {
+        loop {
+            self.harvest();
+            if let Err(e) = self.wait_for_events().await {
+                log::error!("socket readiness: waiting on the epoll set failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    /// Waits, through the executor's io_uring, until the epoll set is readable.
+    ///
+    /// glommio offers no public way to poll an arbitrary descriptor, but a stream made
+    /// from a descriptor arms a readiness poll on it at once: a stream over a duplicate
+    /// of the epoll descriptor is made for each wait, read once (the poll completes, then
+    /// the read fails, since it is not a socket), and dropped, which closes the
+    /// duplicate.
+    async fn wait_for_events(&self) -> io::Result<()> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes no pointers; the epoll fd is open.
+        let dup = check(unsafe { libc::fcntl(self.epoll.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        // SAFETY: `dup` is a new descriptor; ownership moves to the stream, which closes it.
+        let mut doorbell = unsafe { glommio::net::UnixStream::from_raw_fd(dup) };
+        let mut byte = [0u8; 1];
+        // Either outcome means the poll completed: the set has events (or an error that
+        // the next harvest meets).
+        let _ = futures_lite::AsyncReadExt::read(&mut doorbell, &mut byte).await;
+        Ok(())
+    }
+}
+
+/// What a [`Socket`] is connected over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Tcp,
+    Unix,
+}
+
+/// A non-blocking stream socket registered with its executor's [`Poller`].
+pub struct Socket {
+    fd: OwnedFd,
+    token: usize,
+    family: Family,
+    poller: Rc<Poller>,
+}
+
+impl Socket {
+    /// Registers a connected stream socket with the current executor's poller (and makes
+    /// it non-blocking).
+    pub fn new(fd: OwnedFd, family: Family) -> io::Result<Socket> {
+        Socket::register(fd, family, false)
+    }
+
+    fn register(fd: OwnedFd, family: Family, connecting: bool) -> io::Result<Socket> {
+        SockRef::from(&fd).set_nonblocking(true)?;
+        let poller = Poller::current()?;
+        let token = poller.register(fd.as_raw_fd(), connecting)?;
+        Ok(Socket {
+            fd,
+            token,
+            family,
+            poller,
+        })
+    }
+
+    /// Opens a TCP connection to `addr`, within `timeout` (zero = no limit beyond the
+    /// kernel's).
+    pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<Socket> {
+        let socket = socket2::Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            None,
+        )?;
+        let connecting = match socket.connect(&SockAddr::from(addr)) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+            Err(e) => return Err(e),
+        };
+        // Writable once connected (or failed: SO_ERROR then says why).
+        let socket = Socket::register(socket.into(), Family::Tcp, connecting)?;
+        let connected = futures_lite::future::poll_fn(|cx| socket.poll_writable(cx));
+        if timeout.is_zero() {
+            connected.await?;
+        } else {
+            crate::timeout::with_timeout(timeout, connected)
+                .await
+                .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "connection timed out"))??;
+        }
+        if let Some(e) = SockRef::from(&socket.fd).take_error()? {
+            return Err(e);
+        }
+        Ok(socket)
+    }
+
+    /// Connects to a Unix socket. A non-blocking connect either completes at once or
+    /// fails (a full backlog answers EAGAIN).
+    pub fn connect_unix(path: &Path) -> io::Result<Socket> {
+        let socket =
+            socket2::Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+        socket.connect(&SockAddr::unix(path)?)?;
+        Socket::new(socket.into(), Family::Unix)
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Socket options, through socket2, without giving up ownership.
+    pub fn sock_ref(&self) -> SockRef<'_> {
+        SockRef::from(&self.fd)
+    }
+
+    /// shutdown(2): the peer reads EOF after what was sent when `how` includes writing.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock_ref().shutdown(how)
+    }
+
+    /// Ready when the socket can take bytes (or has failed: the next call says how).
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slots = self.poller.slots.borrow_mut();
+        let slot = &mut slots[self.token];
+        if slot.writable {
+            return Poll::Ready(Ok(()));
+        }
+        park(&mut slot.writer, cx);
+        Poll::Pending
+    }
+
+    /// Runs `op` (a non-blocking system call) while the socket is ready in the direction
+    /// `reading` says; `EAGAIN` parks the task until an event says it is ready again.
+    fn poll_io(
+        &self,
+        cx: &mut Context<'_>,
+        reading: bool,
+        mut op: impl FnMut(RawFd) -> isize,
+    ) -> Poll<io::Result<usize>> {
+        let mut slots = self.poller.slots.borrow_mut();
+        let slot = &mut slots[self.token];
+        let (ready, waiter) = if reading {
+            (&mut slot.readable, &mut slot.reader)
+        } else {
+            (&mut slot.writable, &mut slot.writer)
+        };
+        loop {
+            if !*ready {
+                park(waiter, cx);
+                return Poll::Pending;
+            }
+            let n = op(self.fd.as_raw_fd());
+            if n >= 0 {
+                return Poll::Ready(Ok(n as usize));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => *ready = false,
+                io::ErrorKind::Interrupted => {}
+                _ => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+
+    /// Marks the socket drained after a read that returned less than asked for: the next
+    /// read waits for an event instead of making a system call that would say `EAGAIN`.
+    ///
+    /// A short read empties the receive queue (TCP and Unix stream sockets copy all that
+    /// is queued, up to the buffer's size), but not a FIN queued behind the data: EOF
+    /// would then never come as a new event. Its event said `EPOLLRDHUP` when it was
+    /// harvested, before the read or after it, and `hung_up` keeps the socket readable
+    /// from then on.
+    fn drained(&self) {
+        let mut slots = self.poller.slots.borrow_mut();
+        let slot = &mut slots[self.token];
+        if !slot.hung_up {
+            slot.readable = false;
+        }
+    }
+}
+
+/// Leaves `cx`'s waker in `waiter`, cloning only when it is a different one.
+fn park(waiter: &mut Option<Waker>, cx: &Context<'_>) {
+    match waiter {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *waiter = Some(cx.waker().clone()),
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.poller.deregister(self.fd.as_raw_fd(), self.token);
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let wanted = buf.len();
+        let result = self.poll_io(cx, true, |fd| {
+            // SAFETY: `buf` is valid for writes of its length; MSG_DONTWAIT never blocks.
+            unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+        });
+        if let Poll::Ready(Ok(n)) = result {
+            if n > 0 && n < wanted {
+                self.drained();
+            }
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_io(cx, false, |fd| {
+            // SAFETY: `buf` is valid for reads of its length; MSG_NOSIGNAL turns a closed
+            // peer into EPIPE instead of SIGPIPE.
+            unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            }
+        })
+    }
+
+    /// All the buffers in one `sendmsg` (a TLS flight is several records).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // Linux takes at most IOV_MAX (1024) buffers; a partial write is reported as such.
+        let count = bufs.len().min(1024);
+        self.poll_io(cx, false, |fd| {
+            // SAFETY: an all-zero msghdr is valid (no address, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads it.
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = count as _;
+            // SAFETY: `msg` points at `count` valid iovecs borrowed for the call.
+            unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) }
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Half-closes: the peer reads EOF, and reading stays possible.
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// A listening socket registered with its executor's [`Poller`].
+pub struct Listener {
+    socket: Socket,
+}
+
+impl Listener {
+    /// Registers a bound, listening socket with the current executor's poller.
+    pub fn new(fd: OwnedFd, family: Family) -> io::Result<Listener> {
+        Ok(Listener {
+            socket: Socket::new(fd, family)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SockAddr> {
+        self.socket.sock_ref().local_addr()
+    }
+
+    /// The next connection, non-blocking and close-on-exec, with its peer's address.
+    /// The descriptor is not registered: [`Socket::new`] does that on the executor that
+    /// serves it.
+    pub async fn accept(&self) -> io::Result<(OwnedFd, SockAddr)> {
+        let mut accepted = None;
+        futures_lite::future::poll_fn(|cx| {
+            self.socket.poll_io(cx, true, |fd| {
+                // SAFETY: sockaddr_storage is plain data; accept4 writes at most `len`
+                // bytes into it and the new fd is owned by the caller.
+                unsafe {
+                    let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+                    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    let conn = libc::accept4(
+                        fd,
+                        (&mut storage as *mut libc::sockaddr_storage).cast(),
+                        &mut len,
+                        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    );
+                    if conn >= 0 {
+                        accepted = Some((OwnedFd::from_raw_fd(conn), SockAddr::new(storage, len)));
+                    }
+                    conn as isize
+                }
+            })
+        })
+        .await?;
+        accepted.ok_or_else(|| io::Error::other("accept4 returned no descriptor"))
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+    fn executor() -> glommio::LocalExecutor {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an io_uring executor")
+    }
+
+    async fn loopback_listener() -> (Listener, SocketAddr) {
+        let socket = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .unwrap();
+        socket.listen(128).unwrap();
+        let listener = Listener::new(socket.into(), Family::Tcp).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        (listener, addr)
+    }
+
+    /// Many connections, each a task on one side and an echo task on the other, all on
+    /// one executor: every round trip needs a wake from the poller.
+    #[test]
+    fn concurrent_round_trips_all_complete() {
+        executor().run(async {
+            let (listener, addr) = loopback_listener().await;
+            let echo = glommio::spawn_local(async move {
+                let mut tasks = Vec::new();
+                for _ in 0..20 {
+                    let (fd, _) = listener.accept().await.unwrap();
+                    let mut socket = Socket::new(fd, Family::Tcp).unwrap();
+                    tasks.push(glommio::spawn_local(async move {
+                        let mut buf = [0u8; 64];
+                        loop {
+                            let n = socket.read(&mut buf).await.unwrap();
+                            if n == 0 {
+                                return;
+                            }
+                            socket.write_all(&buf[..n]).await.unwrap();
+                        }
+                    }));
+                }
+                for task in tasks {
+                    task.await;
+                }
+            });
+            let mut clients = Vec::new();
+            for c in 0..20u32 {
+                clients.push(glommio::spawn_local(async move {
+                    let mut socket = Socket::connect_tcp(addr, Duration::from_secs(5))
+                        .await
+                        .unwrap();
+                    for i in 0..100u32 {
+                        let message = (c * 1000 + i).to_be_bytes();
+                        socket.write_all(&message).await.unwrap();
+                        let mut back = [0u8; 4];
+                        socket.read_exact(&mut back).await.unwrap();
+                        assert_eq!(back, message);
+                    }
+                    socket.close().await.unwrap();
+                }));
+            }
+            for client in clients {
+                client.await;
+            }
+            echo.await;
+        });
+    }
+
+    /// A writer that fills the socket parks until the reader drains it, and every byte
+    /// arrives in order; then the reader sees EOF.
+    #[test]
+    fn a_full_socket_parks_the_writer_until_the_peer_reads() {
+        executor().run(async {
+            let (listener, addr) = loopback_listener().await;
+            let total = 8 << 20;
+            let writer = glommio::spawn_local(async move {
+                let mut socket = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
+                let chunk: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+                let mut sent = 0;
+                while sent < total {
+                    socket.write_all(&chunk).await.unwrap();
+                    sent += chunk.len();
+                }
+                socket.close().await.unwrap();
+            });
+            let (fd, _) = listener.accept().await.unwrap();
+            let mut socket = Socket::new(fd, Family::Tcp).unwrap();
+            // Let the writer fill the buffers before reading anything.
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let mut received = 0usize;
+            let mut buf = vec![0u8; 10_000];
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                for (k, byte) in buf[..n].iter().enumerate() {
+                    assert_eq!(*byte, ((received + k) % 65_536 % 251) as u8);
+                }
+                received += n;
+            }
+            assert_eq!(received, total);
+            writer.await;
+        });
+    }
+
+    /// Data and the FIN behind it, queued together: the read that takes the data is short,
+    /// and the EOF after it must still come (it raises no event of its own by then).
+    #[test]
+    fn eof_queued_behind_data_is_seen() {
+        use std::io::Write;
+        executor().run(async {
+            let (listener, addr) = loopback_listener().await;
+            for pause_ms in [0u64, 1, 5, 0, 1, 5] {
+                let mut peer = std::net::TcpStream::connect(addr).unwrap();
+                let (fd, _) = listener.accept().await.unwrap();
+                let mut socket = Socket::new(fd, Family::Tcp).unwrap();
+                peer.write_all(b"last words").unwrap();
+                peer.shutdown(std::net::Shutdown::Write).unwrap();
+                glommio::timer::sleep(Duration::from_millis(pause_ms)).await;
+                let mut buf = [0u8; 64];
+                let n = socket.read(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"last words");
+                let eof =
+                    crate::timeout::with_timeout(Duration::from_secs(5), socket.read(&mut buf))
+                        .await
+                        .expect("EOF within 5 s");
+                assert_eq!(eof.unwrap(), 0);
+            }
+        });
+    }
+
+    /// Several buffers go out in one call, in order.
+    #[test]
+    fn vectored_writes_send_every_buffer_in_order() {
+        executor().run(async {
+            let (listener, addr) = loopback_listener().await;
+            let mut client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
+            let (fd, _) = listener.accept().await.unwrap();
+            let mut server = Socket::new(fd, Family::Tcp).unwrap();
+            let bufs = [
+                io::IoSlice::new(b"one "),
+                io::IoSlice::new(b""),
+                io::IoSlice::new(b"two "),
+                io::IoSlice::new(b"three"),
+            ];
+            let n = futures_lite::future::poll_fn(|cx| {
+                Pin::new(&mut client).poll_write_vectored(cx, &bufs)
+            })
+            .await
+            .unwrap();
+            assert_eq!(n, 13);
+            let mut got = [0u8; 13];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"one two three");
+        });
+    }
+
+    #[test]
+    fn a_refused_connection_is_an_error() {
+        executor().run(async {
+            // A port that was just free: bound, read, and closed again.
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let err = Socket::connect_tcp(addr, Duration::from_secs(5))
+                .await
+                .err()
+                .expect("nothing listens there");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        });
+    }
+
+    /// Each executor gets a poller of its own, also when one thread runs several in turn
+    /// (the first one's driver task is gone with it).
+    #[test]
+    fn a_second_executor_on_the_same_thread_gets_its_own_poller() {
+        for _ in 0..2 {
+            executor().run(async {
+                let (listener, addr) = loopback_listener().await;
+                let mut client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
+                let (fd, _) = listener.accept().await.unwrap();
+                let mut server = Socket::new(fd, Family::Tcp).unwrap();
+                client.write_all(b"ping").await.unwrap();
+                let mut got = [0u8; 4];
+                server.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"ping");
+            });
+        }
+    }
+
+    /// Tokens of closed sockets are reused, and a reused token carries no readiness or
+    /// waker over from its previous socket.
+    #[test]
+    fn closed_sockets_give_their_slots_back() {
+        executor().run(async {
+            let (listener, addr) = loopback_listener().await;
+            for round in 0..50u8 {
+                let mut client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
+                let (fd, _) = listener.accept().await.unwrap();
+                let mut server = Socket::new(fd, Family::Tcp).unwrap();
+                client.write_all(&[round]).await.unwrap();
+                let mut got = [0u8; 1];
+                server.read_exact(&mut got).await.unwrap();
+                assert_eq!(got[0], round);
+            }
+            // Two sockets open at a time, plus the listener.
+            let poller = Poller::current().unwrap();
+            assert!(
+                poller.slots.borrow().len() <= 3,
+                "{}",
+                poller.slots.borrow().len()
+            );
+        });
+    }
+}
