@@ -11,10 +11,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-
-use futures_channel::oneshot;
 
 use crate::clock::CoarseInstant;
 use crate::config::{PoolMode, ServerAddress};
@@ -150,17 +151,92 @@ pub struct Pool {
     last_login_failure: RefCell<Option<(Instant, SessionError)>>,
 }
 
-/// A client queued for a connection.
+/// A client queued for a connection: the pool's end of a [`Handoff`].
 ///
 /// Its wait has no timer of its own: the shard's control tick ([`Pool::maintain`]) drops
-/// the sender once `wake_at` has come, and the client then looks again (for
+/// the waiter once `wake_at` has come, and the client then looks again (for
 /// `query_wait_timeout`, `reserve_pool_timeout` or the shared limits). A glommio timer
 /// per wait, set and cancelled for every transaction that waits, was about 1,500 of the
 /// 10,800 instructions pgring spent per transaction at 50 clients over a pool of 20; the
 /// price is the tick's precision (100 ms) on those settings.
 struct Waiter {
-    tx: oneshot::Sender<Box<ServerConn>>,
+    handoff: Rc<Handoff>,
     wake_at: Option<CoarseInstant>,
+}
+
+/// Where a released connection meets the client queued for it: shared by the pool's
+/// [`Waiter`] and the client's [`Ticket`], on one thread (a channel's atomics and lock
+/// would buy nothing here).
+#[derive(Default)]
+struct Handoff {
+    conn: Cell<Option<Box<ServerConn>>>,
+    /// The pool let go of the waiter without a connection: "look again".
+    dismissed: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Waiter {
+    /// False once the client has stopped waiting (its [`Ticket`] is gone).
+    fn is_live(&self) -> bool {
+        Rc::strong_count(&self.handoff) > 1
+    }
+
+    /// Hands `conn` to the client and wakes it, or gives `conn` back if it left.
+    fn deliver(self, conn: Box<ServerConn>) -> Result<(), Box<ServerConn>> {
+        if !self.is_live() {
+            return Err(conn);
+        }
+        self.handoff.conn.set(Some(conn));
+        Ok(())
+    }
+}
+
+impl Drop for Waiter {
+    /// Dismissed (or served: the ticket looks at the connection first); the client's
+    /// task is woken either way, if it is still waiting.
+    fn drop(&mut self) {
+        self.handoff.dismissed.set(true);
+        if let Some(waker) = self.handoff.waker.take() {
+            if self.is_live() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The client's end of a [`Handoff`]: ready with the connection, or with `None` once the
+/// pool dismissed the waiter. A connection delivered to a ticket that is dropped before
+/// taking it goes back to the pool.
+struct Ticket<'a> {
+    pool: &'a Pool,
+    handoff: Rc<Handoff>,
+}
+
+impl Future for Ticket<'_> {
+    type Output = Option<Box<ServerConn>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(conn) = self.handoff.conn.take() {
+            return Poll::Ready(Some(conn));
+        }
+        if self.handoff.dismissed.get() {
+            return Poll::Ready(None);
+        }
+        let waker = match self.handoff.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        self.handoff.waker.set(Some(waker));
+        Poll::Pending
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.handoff.conn.take() {
+            self.pool.release(conn);
+        }
+    }
 }
 
 /// What [`Pool::pop_idle`] found.
@@ -296,14 +372,22 @@ impl Pool {
                 let poll = Duration::from_millis(50);
                 wake = Some(wake.map_or(poll, |w| w.min(poll)));
             }
-            let (tx, rx) = oneshot::channel();
+            let handoff = Rc::new(Handoff::default());
             let wake_at = wake.map(|d| CoarseInstant::now().saturating_add(d));
-            self.waiters.borrow_mut().push_back(Waiter { tx, wake_at });
-            match rx.await {
-                Ok(conn) => return Ok(conn),
+            self.waiters.borrow_mut().push_back(Waiter {
+                handoff: handoff.clone(),
+                wake_at,
+            });
+            match (Ticket {
+                pool: self,
+                handoff,
+            })
+            .await
+            {
+                Some(conn) => return Ok(conn),
                 // A slot was freed (a connection closed), or the control tick says it is
                 // time to look again: loop, unless the wait is over.
-                Err(_canceled) => {
+                None => {
                     if !wait_timeout.is_zero() && started.elapsed() >= wait_timeout {
                         return Err(wait_timeout_error());
                     }
@@ -439,7 +523,7 @@ impl Pool {
             let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
                 break;
             };
-            match waiter.tx.send(conn) {
+            match waiter.deliver(conn) {
                 Ok(()) => return,
                 Err(back) => conn = back,
             }
@@ -457,9 +541,9 @@ impl Pool {
     fn slot_freed(&self) {
         self.open.set(self.open.get().saturating_sub(1));
         self.limits.give_back(&self.key.database, &self.target.user);
-        // Dropping the sender wakes the waiter with `Canceled`, which means "try again".
+        // Dropping the waiter wakes its client with "look again".
         while let Some(waiter) = self.waiters.borrow_mut().pop_front() {
-            if !waiter.tx.is_canceled() {
+            if waiter.is_live() {
                 drop(waiter);
                 break;
             }
@@ -475,10 +559,10 @@ impl Pool {
             (s.server_lifetime, s.server_idle_timeout, s.min_size)
         };
         let now = CoarseInstant::now();
-        // Dropping a due waiter's sender wakes it with `Canceled`: "look again".
+        // Dropping a due waiter wakes its client with "look again".
         self.waiters
             .borrow_mut()
-            .retain(|w| !w.tx.is_canceled() && w.wake_at.is_none_or(|at| at > now));
+            .retain(|w| w.is_live() && w.wake_at.is_none_or(|at| at > now));
         let mut idle = self.idle.borrow_mut();
         let open_before = self.open.get();
         let mut closed = 0;
