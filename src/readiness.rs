@@ -172,7 +172,10 @@ impl Poller {
             }
             let n = n as usize;
             taken += n;
-            let mut wake: Vec<Waker> = Vec::new();
+            // At most a reader and a writer per event, taken out of the slots first.
+            let mut wake: [Option<Waker>; 2 * EVENTS_PER_HARVEST] =
+                [const { None }; 2 * EVENTS_PER_HARVEST];
+            let mut woken = 0;
             {
                 let mut slots = self.slots.borrow_mut();
                 for event in &events[..n] {
@@ -186,16 +189,22 @@ impl Poller {
                     }
                     if slot.hung_up || bits & libc::EPOLLIN != 0 {
                         slot.readable = true;
-                        wake.extend(slot.reader.take());
+                        if let Some(waker) = slot.reader.take() {
+                            wake[woken] = Some(waker);
+                            woken += 1;
+                        }
                     }
                     if gone || bits & libc::EPOLLOUT != 0 {
                         slot.writable = true;
-                        wake.extend(slot.writer.take());
+                        if let Some(waker) = slot.writer.take() {
+                            wake[woken] = Some(waker);
+                            woken += 1;
+                        }
                     }
                 }
             }
             // Outside the borrow: a waker may run code that touches the slots.
-            for waker in wake {
+            for waker in wake[..woken].iter_mut().filter_map(Option::take) {
                 waker.wake();
             }
             if n < EVENTS_PER_HARVEST {
