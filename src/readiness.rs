@@ -6,8 +6,9 @@
 //! submitted, then a CQE reaped and a waker called), and the kernel arms and tears down a
 //! wait-queue entry each time. A pooler makes two such reads per transaction, and that
 //! machinery alone cost more CPU per transaction than all of PgBouncer: a byte relay with
-//! no protocol logic on glommio's streams used 1.30× PgBouncer's CPU per transaction,
-//! the same relay on this module 0.99× (`bench/relay.sh`, bench/RESULTS.md).
+//! no protocol logic on glommio's streams used 1.13× to 1.30× PgBouncer's CPU per
+//! transaction across runs, the same relay on this module 0.98× to 0.99×
+//! (`bench/relay.sh`, bench/RESULTS.md).
 //!
 //! How it works:
 //! - A socket is registered once, when it is made, for input, output and peer hang-up,
