@@ -84,70 +84,69 @@ fn pin_to(cpu: usize) {
 fn glommio_relay(args: &Args) -> io::Result<()> {
     use glommio::net::{TcpListener, TcpStream};
     let (listen, upstream) = (args.listen, args.upstream);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(args.cpu))
-        .make()
-        .map_err(|e| io::Error::other(e.to_string()))?
-        .run(async move {
-            let listener = TcpListener::bind(listen).map_err(io::Error::from)?;
-            loop {
-                let client = listener.accept().await.map_err(io::Error::from)?;
-                glommio::spawn_local(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    let mut pair = Pair {
-                        a: client,
-                        b: server,
-                        a_to_b: Direction::new(),
-                        b_to_a: Direction::new(),
-                    };
-                    let _ = futures_lite::future::poll_fn(|cx| pair.poll(cx)).await;
-                })
-                .detach();
-            }
-        })
+    executor(args.cpu)?.run(async move {
+        let listener = TcpListener::bind(listen).map_err(io::Error::from)?;
+        loop {
+            let client = listener.accept().await.map_err(io::Error::from)?;
+            glommio::spawn_local(async move {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                relay(client, server).await;
+            })
+            .detach();
+        }
+    })
 }
 
 fn glommio_epoll_relay(args: &Args) -> io::Result<()> {
     use pgring::readiness::{Family, Listener, Socket};
     let (listen, upstream) = (args.listen, args.upstream);
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(args.cpu))
+    executor(args.cpu)?.run(async move {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(listen),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&listen.into())?;
+        socket.listen(1024)?;
+        let listener = Listener::new(socket.into(), Family::Tcp)?;
+        loop {
+            let (client, _) = listener.accept().await?;
+            glommio::spawn_local(async move {
+                let Ok(server) = Socket::connect_tcp(upstream, Duration::ZERO).await else {
+                    return;
+                };
+                let Ok(client) = Socket::new(client, Family::Tcp) else {
+                    return;
+                };
+                let _ = client.sock_ref().set_nodelay(true);
+                let _ = server.sock_ref().set_nodelay(true);
+                relay(client, server).await;
+            })
+            .detach();
+        }
+    })
+}
+
+fn executor(cpu: usize) -> io::Result<glommio::LocalExecutor> {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
         .make()
-        .map_err(|e| io::Error::other(e.to_string()))?
-        .run(async move {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(listen),
-                socket2::Type::STREAM,
-                None,
-            )?;
-            socket.set_reuse_address(true)?;
-            socket.bind(&listen.into())?;
-            socket.listen(1024)?;
-            let listener = Listener::new(socket.into(), Family::Tcp)?;
-            loop {
-                let (client, _) = listener.accept().await?;
-                glommio::spawn_local(async move {
-                    let Ok(server) = Socket::connect_tcp(upstream, Duration::ZERO).await else {
-                        return;
-                    };
-                    let Ok(client) = Socket::new(client, Family::Tcp) else {
-                        return;
-                    };
-                    let _ = client.sock_ref().set_nodelay(true);
-                    let _ = server.sock_ref().set_nodelay(true);
-                    let mut pair = Pair {
-                        a: client,
-                        b: server,
-                        a_to_b: Direction::new(),
-                        b_to_a: Direction::new(),
-                    };
-                    let _ = futures_lite::future::poll_fn(|cx| pair.poll(cx)).await;
-                })
-                .detach();
-            }
-        })
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Copies bytes between `a` and `b` until either side closes or fails.
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(a: S, b: S) {
+    let mut pair = Pair {
+        a,
+        b,
+        a_to_b: Direction::new(),
+        b_to_a: Direction::new(),
+    };
+    let _ = futures_lite::future::poll_fn(|cx| pair.poll(cx)).await;
 }
 
 /// One direction of a relayed connection: bytes read and not yet written.

@@ -558,6 +558,13 @@ mod tests {
         (listener, addr)
     }
 
+    /// A connected pair of loopback sockets: (the connecting side, the accepted side).
+    async fn connected_pair(listener: &Listener, addr: SocketAddr) -> (Socket, Socket) {
+        let client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
+        let (fd, _) = listener.accept().await.unwrap();
+        (client, Socket::new(fd, Family::Tcp).unwrap())
+    }
+
     /// Many connections, each a task on one side and an echo task on the other, all on
     /// one executor: every round trip needs a wake from the poller.
     #[test]
@@ -676,9 +683,7 @@ mod tests {
     fn vectored_writes_send_every_buffer_in_order() {
         executor().run(async {
             let (listener, addr) = loopback_listener().await;
-            let mut client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
-            let (fd, _) = listener.accept().await.unwrap();
-            let mut server = Socket::new(fd, Family::Tcp).unwrap();
+            let (mut client, mut server) = connected_pair(&listener, addr).await;
             let bufs = [
                 io::IoSlice::new(b"one "),
                 io::IoSlice::new(b""),
@@ -720,9 +725,7 @@ mod tests {
         for _ in 0..2 {
             executor().run(async {
                 let (listener, addr) = loopback_listener().await;
-                let mut client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
-                let (fd, _) = listener.accept().await.unwrap();
-                let mut server = Socket::new(fd, Family::Tcp).unwrap();
+                let (mut client, mut server) = connected_pair(&listener, addr).await;
                 client.write_all(b"ping").await.unwrap();
                 let mut got = [0u8; 4];
                 server.read_exact(&mut got).await.unwrap();
@@ -738,9 +741,7 @@ mod tests {
         executor().run(async {
             let (listener, addr) = loopback_listener().await;
             for round in 0..50u8 {
-                let mut client = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
-                let (fd, _) = listener.accept().await.unwrap();
-                let mut server = Socket::new(fd, Family::Tcp).unwrap();
+                let (mut client, mut server) = connected_pair(&listener, addr).await;
                 client.write_all(&[round]).await.unwrap();
                 let mut got = [0u8; 1];
                 server.read_exact(&mut got).await.unwrap();
