@@ -501,7 +501,19 @@ impl Listener {
     /// The next connection, non-blocking and close-on-exec, with its peer's address.
     /// The descriptor is not registered: [`Socket::new`] does that on the executor that
     /// serves it.
+    ///
+    /// A connection that the client reset before it was accepted (`ECONNABORTED`) is
+    /// skipped; other errors (out of descriptors, say) are the caller's to handle.
     pub async fn accept(&self) -> io::Result<(OwnedFd, SockAddr)> {
+        loop {
+            match self.accept_one().await {
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                result => return result,
+            }
+        }
+    }
+
+    async fn accept_one(&self) -> io::Result<(OwnedFd, SockAddr)> {
         let mut accepted = None;
         futures_lite::future::poll_fn(|cx| {
             self.socket.poll_io(cx, true, |fd| {
