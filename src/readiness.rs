@@ -228,20 +228,50 @@ impl Poller {
     /// Waits, through the executor's io_uring, until the epoll set is readable.
     ///
     /// glommio offers no public way to poll an arbitrary descriptor, but a stream made
-    /// from a descriptor arms a readiness poll on it at once: a stream over a duplicate
-    /// of the epoll descriptor is made for each wait, read once (the poll completes, then
-    /// the read fails, since it is not a socket), and dropped, which closes the
-    /// duplicate.
+    /// from a descriptor arms a readiness poll on it at once: a [`Doorbell`] over a
+    /// duplicate of the epoll descriptor is made for each wait and dropped after it
+    /// rang, which closes the duplicate.
     async fn wait_for_events(&self) -> io::Result<()> {
         // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes no pointers; the epoll fd is open.
         let dup = check(unsafe { libc::fcntl(self.epoll.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
-        // SAFETY: `dup` is a new descriptor; ownership moves to the stream, which closes it.
-        let mut doorbell = unsafe { glommio::net::UnixStream::from_raw_fd(dup) };
-        let mut byte = [0u8; 1];
-        // Either outcome means the poll completed: the set has events (or an error that
-        // the next harvest meets).
-        let _ = futures_lite::AsyncReadExt::read(&mut doorbell, &mut byte).await;
+        Doorbell {
+            // SAFETY: `dup` is a new descriptor; ownership moves to the stream, which
+            // closes it.
+            stream: unsafe { glommio::net::UnixStream::from_raw_fd(dup) },
+            armed: false,
+        }
+        .await;
         Ok(())
+    }
+}
+
+/// Ready once glommio's readiness poll on the epoll descriptor has completed.
+///
+/// The first poll reads from the stream, which parks the driver's waker on glommio's
+/// pending poll; the wake that follows can only come from that poll (the driver waits on
+/// nothing else meanwhile), so the second poll is ready without reading again: the read
+/// would only fail, the descriptor not being a socket. A wake with nothing harvested
+/// costs one more round, never a lost event.
+struct Doorbell {
+    stream: glommio::net::UnixStream,
+    armed: bool,
+}
+
+impl std::future::Future for Doorbell {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.armed {
+            return Poll::Ready(());
+        }
+        let mut byte = [0u8; 1];
+        match Pin::new(&mut self.stream).poll_read(cx, &mut byte) {
+            Poll::Pending => {
+                self.armed = true;
+                Poll::Pending
+            }
+            Poll::Ready(_) => Poll::Ready(()),
+        }
     }
 }
 
