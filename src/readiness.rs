@@ -7,8 +7,9 @@
 //! wait-queue entry each time. A pooler makes two such reads per transaction, and that
 //! machinery alone cost more CPU per transaction than all of PgBouncer: a byte relay with
 //! no protocol logic on glommio's streams used 1.13× to 1.30× PgBouncer's CPU per
-//! transaction across runs, the same relay on this module 0.98× to 0.99×
-//! (`bench/relay.sh`, bench/RESULTS.md).
+//! transaction across four runs, the same relay on this module 0.98×, 0.99× and 1.16×
+//! in three (`bench/relay.sh`, bench/RESULTS.md), and pgring's user-space instructions
+//! per pooled transaction fell by a third.
 //!
 //! How it works:
 //! - A socket is registered once, when it is made, for input, output and peer hang-up,
