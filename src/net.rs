@@ -182,7 +182,7 @@ pub enum Stream {
     /// A TCP or Unix-socket connection, driven by the shard's readiness poller.
     Plain(readiness::Socket),
     /// A client's TLS session over its TCP stream, pgring being the TLS server (boxed: the
-    /// session state is large, and the plaintext variants should not pay for it). pgring's
+    /// session state is large, and the plain variant should not pay for it). pgring's
     /// own adapter over rustls's unbuffered API, see [`crate::tls_stream`].
     Tls(Box<crate::tls_stream::TlsStream>),
     /// A server connection's TLS session over its TCP stream, pgring being the TLS client.

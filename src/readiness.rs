@@ -153,10 +153,8 @@ impl Poller {
     }
 
     /// Takes what is ready without blocking, sets the flags and wakes the waiting tasks.
-    /// Returns the number of events taken.
-    fn harvest(&self) -> usize {
+    fn harvest(&self) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_HARVEST];
-        let mut taken = 0;
         loop {
             // SAFETY: `events` is valid for EVENTS_PER_HARVEST entries; timeout 0 never
             // blocks.
@@ -170,10 +168,9 @@ impl Poller {
             };
             if n <= 0 {
                 // EINTR or nothing ready: the driver waits and comes back.
-                return taken;
+                return;
             }
             let n = n as usize;
-            taken += n;
             // At most a reader and a writer per event, taken out of the slots first.
             let mut wake: [Option<Waker>; 2 * EVENTS_PER_HARVEST] =
                 [const { None }; 2 * EVENTS_PER_HARVEST];
@@ -210,7 +207,7 @@ impl Poller {
                 waker.wake();
             }
             if n < EVENTS_PER_HARVEST {
-                return taken;
+                return;
             }
         }
     }
