@@ -12,9 +12,10 @@
 //! per pooled transaction fell by a third.
 //!
 //! How it works:
-//! - A socket is registered once, when it is made, for input, output and peer hang-up,
-//!   edge-triggered. Its [`Slot`] holds two flags (`readable`, `writable`) and the
-//!   wakers of the task waiting on each direction.
+//! - A socket is registered once, when it is made, for input and peer hang-up,
+//!   edge-triggered; output joins the registration the first time a write (or a connect)
+//!   has to wait. Its [`Slot`] holds two flags (`readable`, `writable`) and the wakers of
+//!   the task waiting on each direction.
 //! - Reads and writes are plain non-blocking system calls. `EAGAIN` clears the flag and
 //!   parks the task's waker. A read that returned less than asked for clears `readable`
 //!   too (the queue was emptied, so the next read would say `EAGAIN`), unless the peer
@@ -56,6 +57,10 @@ struct Slot {
     /// The peer has shut down its side or the connection failed: reads no longer block
     /// (they return EOF or the error), so `readable` stays set.
     hung_up: bool,
+    /// `EPOLLOUT` is in the registration. It is left out until a write (or a connect)
+    /// has to wait: a socket registered for it reports an event at once, since it is
+    /// writable, and that event would cost the shard a wake for nothing at every accept.
+    watching_output: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -105,7 +110,8 @@ impl Poller {
     }
 
     /// Adds `fd` to the set, ready to read until a system call says otherwise, and ready
-    /// to write unless it is still `connecting`.
+    /// to write unless it is still `connecting` (then its output is watched from the
+    /// start, to learn when the connection is made).
     fn register(&self, fd: RawFd, connecting: bool) -> io::Result<usize> {
         let token = match self.free.borrow_mut().pop() {
             Some(token) => token,
@@ -119,22 +125,37 @@ impl Poller {
             readable: true,
             writable: !connecting,
             hung_up: false,
+            watching_output: connecting,
             reader: None,
             writer: None,
         };
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: token as u64,
-        };
-        // SAFETY: `event` is valid for the call; both descriptors are open.
-        let added = check(unsafe {
-            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
-        });
-        if let Err(e) = added {
+        if let Err(e) = self.control(libc::EPOLL_CTL_ADD, fd, token, connecting) {
             self.free.borrow_mut().push(token);
             return Err(e);
         }
         Ok(token)
+    }
+
+    /// Adds `EPOLLOUT` to `fd`'s registration, once its output has to be waited for.
+    /// (If the socket became writable meanwhile, the kernel reports it at once.)
+    fn watch_output(&self, fd: RawFd, token: usize) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_MOD, fd, token, true)?;
+        self.slots.borrow_mut()[token].watching_output = true;
+        Ok(())
+    }
+
+    /// `epoll_ctl` ADD or MOD: input and hang-ups always, output when asked, edge-triggered.
+    fn control(&self, op: libc::c_int, fd: RawFd, token: usize, output: bool) -> io::Result<()> {
+        let mut events = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        if output {
+            events |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: token as u64,
+        };
+        // SAFETY: `event` is valid for the call; both descriptors are open.
+        check(unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) }).map(drop)
     }
 
     /// Removes `fd` from the set (before it is closed) and frees its token.
@@ -378,14 +399,14 @@ impl Socket {
         reading: bool,
         mut op: impl FnMut(RawFd) -> isize,
     ) -> Poll<io::Result<usize>> {
-        let mut slots = self.poller.slots.borrow_mut();
-        let slot = &mut slots[self.token];
-        let (ready, waiter) = if reading {
-            (&mut slot.readable, &mut slot.reader)
-        } else {
-            (&mut slot.writable, &mut slot.writer)
-        };
         loop {
+            let mut slots = self.poller.slots.borrow_mut();
+            let slot = &mut slots[self.token];
+            let (ready, waiter) = if reading {
+                (&mut slot.readable, &mut slot.reader)
+            } else {
+                (&mut slot.writable, &mut slot.writer)
+            };
             if !*ready {
                 park(waiter, cx);
                 return Poll::Pending;
@@ -396,7 +417,15 @@ impl Socket {
             }
             let err = io::Error::last_os_error();
             match err.kind() {
-                io::ErrorKind::WouldBlock => *ready = false,
+                io::ErrorKind::WouldBlock => {
+                    *ready = false;
+                    if !reading && !slot.watching_output {
+                        drop(slots);
+                        if let Err(e) = self.poller.watch_output(self.fd.as_raw_fd(), self.token) {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
                 io::ErrorKind::Interrupted => {}
                 _ => return Poll::Ready(Err(err)),
             }
