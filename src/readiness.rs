@@ -14,13 +14,13 @@
 //! How it works:
 //! - A socket is registered once, when it is made, for input and peer hang-up,
 //!   edge-triggered; output joins the registration the first time a write (or a connect)
-//!   has to wait. Its [`Slot`] holds two flags (`readable`, `writable`) and the wakers of
+//!   has to wait. Its `Slot` holds two flags (`readable`, `writable`) and the wakers of
 //!   the task waiting on each direction.
 //! - Reads and writes are plain non-blocking system calls. `EAGAIN` clears the flag and
 //!   parks the task's waker. A read that returned less than asked for clears `readable`
 //!   too (the queue was emptied, so the next read would say `EAGAIN`), unless the peer
 //!   has hung up: EOF is no new event, so `hung_up` keeps the socket readable.
-//! - The driver task ([`Poller::drive`]) harvests events with `epoll_wait` (no timeout),
+//! - The driver task (`Poller::drive`) harvests events with `epoll_wait` (no timeout),
 //!   sets the flags and wakes the parked tasks. When nothing is ready it waits for the
 //!   epoll descriptor to become readable through glommio, so the shard sleeps in
 //!   io_uring as before, together with its timers and channels.
