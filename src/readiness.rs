@@ -393,10 +393,19 @@ impl Socket {
 
     /// Runs `op` (a non-blocking system call) while the socket is ready in the direction
     /// `reading` says; `EAGAIN` parks the task until an event says it is ready again.
+    ///
+    /// A read that returns less than `drain_below` bytes (0: never) marks the socket
+    /// drained: the next read waits for an event instead of making a system call that
+    /// would say `EAGAIN`. A short read empties the receive queue (TCP and Unix stream
+    /// sockets copy all that is queued, up to the buffer's size), but not a FIN queued
+    /// behind the data: EOF would then never come as a new event. Its event said
+    /// `EPOLLRDHUP` when it was harvested, before the read or after it, and `hung_up`
+    /// keeps the socket readable from then on.
     fn poll_io(
         &self,
         cx: &mut Context<'_>,
         reading: bool,
+        drain_below: usize,
         mut op: impl FnMut(RawFd) -> isize,
     ) -> Poll<io::Result<usize>> {
         loop {
@@ -413,7 +422,11 @@ impl Socket {
             }
             let n = op(self.fd.as_raw_fd());
             if n >= 0 {
-                return Poll::Ready(Ok(n as usize));
+                let n = n as usize;
+                if n > 0 && n < drain_below && !slot.hung_up {
+                    *ready = false;
+                }
+                return Poll::Ready(Ok(n));
             }
             let err = io::Error::last_os_error();
             match err.kind() {
@@ -429,22 +442,6 @@ impl Socket {
                 io::ErrorKind::Interrupted => {}
                 _ => return Poll::Ready(Err(err)),
             }
-        }
-    }
-
-    /// Marks the socket drained after a read that returned less than asked for: the next
-    /// read waits for an event instead of making a system call that would say `EAGAIN`.
-    ///
-    /// A short read empties the receive queue (TCP and Unix stream sockets copy all that
-    /// is queued, up to the buffer's size), but not a FIN queued behind the data: EOF
-    /// would then never come as a new event. Its event said `EPOLLRDHUP` when it was
-    /// harvested, before the read or after it, and `hung_up` keeps the socket readable
-    /// from then on.
-    fn drained(&self) {
-        let mut slots = self.poller.slots.borrow_mut();
-        let slot = &mut slots[self.token];
-        if !slot.hung_up {
-            slot.readable = false;
         }
     }
 }
@@ -476,16 +473,10 @@ impl AsyncRead for Socket {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let wanted = buf.len();
-        let result = self.poll_io(cx, true, |fd| {
+        self.poll_io(cx, true, wanted, |fd| {
             // SAFETY: `buf` is valid for writes of its length; MSG_DONTWAIT never blocks.
             unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
-        });
-        if let Poll::Ready(Ok(n)) = result {
-            if n > 0 && n < wanted {
-                self.drained();
-            }
-        }
-        result
+        })
     }
 }
 
@@ -495,7 +486,7 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(cx, false, |fd| {
+        self.poll_io(cx, false, 0, |fd| {
             // SAFETY: `buf` is valid for reads of its length; MSG_NOSIGNAL turns a closed
             // peer into EPIPE instead of SIGPIPE.
             unsafe {
@@ -517,7 +508,7 @@ impl AsyncWrite for Socket {
     ) -> Poll<io::Result<usize>> {
         // Linux takes at most IOV_MAX (1024) buffers; a partial write is reported as such.
         let count = bufs.len().min(1024);
-        self.poll_io(cx, false, |fd| {
+        self.poll_io(cx, false, 0, |fd| {
             // SAFETY: an all-zero msghdr is valid (no address, no control data).
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads it.
@@ -573,7 +564,7 @@ impl Listener {
     async fn accept_one(&self) -> io::Result<(OwnedFd, SockAddr)> {
         let mut accepted = None;
         futures_lite::future::poll_fn(|cx| {
-            self.socket.poll_io(cx, true, |fd| {
+            self.socket.poll_io(cx, true, 0, |fd| {
                 // SAFETY: sockaddr_storage is plain data; accept4 writes at most `len`
                 // bytes into it and the new fd is owned by the caller.
                 unsafe {
