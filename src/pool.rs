@@ -151,7 +151,7 @@ pub struct Pool {
     last_login_failure: RefCell<Option<(Instant, SessionError)>>,
 }
 
-/// A client queued for a connection: the pool's end of a [`Handoff`].
+/// A client queued for a connection: the pool's [`Offer`] to it.
 ///
 /// Its wait has no timer of its own: the shard's control tick ([`Pool::maintain`]) drops
 /// the waiter once `wake_at` has come, and the client then looks again (for
@@ -160,40 +160,61 @@ pub struct Pool {
 /// 10,800 instructions pgring spent per transaction at 50 clients over a pool of 20; the
 /// price is the tick's precision (100 ms) on those settings.
 struct Waiter {
-    handoff: Rc<Handoff>,
+    offer: Offer<Box<ServerConn>>,
     wake_at: Option<CoarseInstant>,
 }
 
 /// Where a released connection meets the client queued for it: shared by the pool's
-/// [`Waiter`] and the client's [`Ticket`], on one thread (a channel's atomics and lock
+/// [`Offer`] and the client's [`Ticket`], on one thread (a channel's atomics and lock
 /// would buy nothing here).
-#[derive(Default)]
-struct Handoff {
-    conn: Cell<Option<Box<ServerConn>>>,
-    /// The pool let go of the waiter without a connection: "look again".
+struct Handoff<T> {
+    item: Cell<Option<T>>,
+    /// The pool let go of the offer without an item: "look again".
     dismissed: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
 
-impl Waiter {
+/// A hand-off's two ends. `give_back` receives an item that was delivered to the ticket
+/// but never taken (the ticket was dropped first).
+fn handoff<T, F: FnMut(T)>(give_back: F) -> (Offer<T>, Ticket<T, F>) {
+    let handoff = Rc::new(Handoff {
+        item: Cell::new(None),
+        dismissed: Cell::new(false),
+        waker: Cell::new(None),
+    });
+    (
+        Offer {
+            handoff: handoff.clone(),
+        },
+        Ticket { handoff, give_back },
+    )
+}
+
+/// The pool's end of a [`Handoff`].
+struct Offer<T> {
+    handoff: Rc<Handoff<T>>,
+}
+
+impl<T> Offer<T> {
     /// False once the client has stopped waiting (its [`Ticket`] is gone).
     fn is_live(&self) -> bool {
         Rc::strong_count(&self.handoff) > 1
     }
 
-    /// Hands `conn` to the client and wakes it, or gives `conn` back if it left.
-    fn deliver(self, conn: Box<ServerConn>) -> Result<(), Box<ServerConn>> {
+    /// Hands `item` to the client and wakes it (through `Drop`), or gives `item` back if
+    /// the client left.
+    fn deliver(self, item: T) -> Result<(), T> {
         if !self.is_live() {
-            return Err(conn);
+            return Err(item);
         }
-        self.handoff.conn.set(Some(conn));
+        self.handoff.item.set(Some(item));
         Ok(())
     }
 }
 
-impl Drop for Waiter {
-    /// Dismissed (or served: the ticket looks at the connection first); the client's
-    /// task is woken either way, if it is still waiting.
+impl<T> Drop for Offer<T> {
+    /// Dismissed (or served: the ticket looks at the item first); the client's task is
+    /// woken either way, if it is still waiting.
     fn drop(&mut self) {
         self.handoff.dismissed.set(true);
         if let Some(waker) = self.handoff.waker.take() {
@@ -204,20 +225,19 @@ impl Drop for Waiter {
     }
 }
 
-/// The client's end of a [`Handoff`]: ready with the connection, or with `None` once the
-/// pool dismissed the waiter. A connection delivered to a ticket that is dropped before
-/// taking it goes back to the pool.
-struct Ticket<'a> {
-    pool: &'a Pool,
-    handoff: Rc<Handoff>,
+/// The client's end of a [`Handoff`]: ready with the item, or with `None` once the pool
+/// dismissed the offer.
+struct Ticket<T, F: FnMut(T)> {
+    handoff: Rc<Handoff<T>>,
+    give_back: F,
 }
 
-impl Future for Ticket<'_> {
-    type Output = Option<Box<ServerConn>>;
+impl<T, F: FnMut(T)> Future for Ticket<T, F> {
+    type Output = Option<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(conn) = self.handoff.conn.take() {
-            return Poll::Ready(Some(conn));
+        if let Some(item) = self.handoff.item.take() {
+            return Poll::Ready(Some(item));
         }
         if self.handoff.dismissed.get() {
             return Poll::Ready(None);
@@ -231,10 +251,10 @@ impl Future for Ticket<'_> {
     }
 }
 
-impl Drop for Ticket<'_> {
+impl<T, F: FnMut(T)> Drop for Ticket<T, F> {
     fn drop(&mut self) {
-        if let Some(conn) = self.handoff.conn.take() {
-            self.pool.release(conn);
+        if let Some(item) = self.handoff.item.take() {
+            (self.give_back)(item);
         }
     }
 }
@@ -372,18 +392,13 @@ impl Pool {
                 let poll = Duration::from_millis(50);
                 wake = Some(wake.map_or(poll, |w| w.min(poll)));
             }
-            let handoff = Rc::new(Handoff::default());
+            // A connection delivered after this wait was given up goes back to the pool.
+            let (offer, ticket) = handoff(|conn| self.release(conn));
             let wake_at = wake.map(|d| CoarseInstant::now().saturating_add(d));
-            self.waiters.borrow_mut().push_back(Waiter {
-                handoff: handoff.clone(),
-                wake_at,
-            });
-            match (Ticket {
-                pool: self,
-                handoff,
-            })
-            .await
-            {
+            self.waiters
+                .borrow_mut()
+                .push_back(Waiter { offer, wake_at });
+            match ticket.await {
                 Some(conn) => return Ok(conn),
                 // A slot was freed (a connection closed), or the control tick says it is
                 // time to look again: loop, unless the wait is over.
@@ -523,7 +538,7 @@ impl Pool {
             let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
                 break;
             };
-            match waiter.deliver(conn) {
+            match waiter.offer.deliver(conn) {
                 Ok(()) => return,
                 Err(back) => conn = back,
             }
@@ -543,7 +558,7 @@ impl Pool {
         self.limits.give_back(&self.key.database, &self.target.user);
         // Dropping the waiter wakes its client with "look again".
         while let Some(waiter) = self.waiters.borrow_mut().pop_front() {
-            if waiter.is_live() {
+            if waiter.offer.is_live() {
                 drop(waiter);
                 break;
             }
@@ -562,7 +577,7 @@ impl Pool {
         // Dropping a due waiter wakes its client with "look again".
         self.waiters
             .borrow_mut()
-            .retain(|w| w.is_live() && w.wake_at.is_none_or(|at| at > now));
+            .retain(|w| w.offer.is_live() && w.wake_at.is_none_or(|at| at > now));
         let mut idle = self.idle.borrow_mut();
         let open_before = self.open.get();
         let mut closed = 0;
@@ -618,7 +633,73 @@ fn wait_timeout_error() -> SessionError {
 
 #[cfg(test)]
 mod tests {
-    use super::shard_share;
+    use super::{handoff, shard_share};
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::rc::Rc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A waker that counts its wakes.
+    struct Counter(AtomicUsize);
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    #[test]
+    fn a_delivered_item_wakes_the_waiting_ticket_and_is_taken() {
+        let (offer, ticket) = handoff(|_: u32| panic!("nothing to give back"));
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut ticket = pin!(ticket);
+        assert_eq!(ticket.as_mut().poll(&mut cx), Poll::Pending);
+        assert!(offer.is_live());
+        assert!(offer.deliver(7).is_ok());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ticket.as_mut().poll(&mut cx), Poll::Ready(Some(7)));
+    }
+
+    #[test]
+    fn a_dismissed_offer_wakes_the_ticket_with_nothing() {
+        let (offer, ticket) = handoff(|_: u32| panic!("nothing to give back"));
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut ticket = pin!(ticket);
+        assert_eq!(ticket.as_mut().poll(&mut cx), Poll::Pending);
+        drop(offer);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ticket.as_mut().poll(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn an_item_for_a_client_that_left_comes_back_to_the_offerer() {
+        let (offer, ticket) = handoff(|_: u32| panic!("the ticket never held it"));
+        drop(ticket);
+        assert!(!offer.is_live());
+        assert_eq!(offer.deliver(7), Err(7));
+    }
+
+    /// Delivered, then the wait given up before the item was taken (a login that timed
+    /// out in the queue): the item goes back through `give_back`, not down with the
+    /// ticket.
+    #[test]
+    fn an_item_delivered_but_never_taken_is_given_back() {
+        let returned = Rc::new(RefCell::new(Vec::new()));
+        let sink = returned.clone();
+        let (offer, ticket) = handoff(move |item: u32| sink.borrow_mut().push(item));
+        assert!(offer.deliver(7).is_ok());
+        drop(ticket);
+        assert_eq!(*returned.borrow(), vec![7]);
+    }
 
     #[test]
     fn shares_add_up_to_the_limit_when_it_is_at_least_the_shard_count() {
