@@ -11,10 +11,12 @@
 #   bench/instructions.sh --clients 1 --transactions 5000
 #   bench/instructions.sh --connect --clients 8 --transactions 200   # a login per transaction
 #   PGRING_BIN=/path/to/pgring bench/instructions.sh   # another build (else a release build)
+#   bench/instructions.sh --keep /tmp/tx.callgrind   # keep the profile for callgrind_annotate
 #
 # Options: --clients N (default 50), --transactions T per client (default 400),
 # --pool N (default 20), --shards N (default 1), --connect (pgbench -C: every transaction
-# on a new connection, so the figure is per login plus one SELECT 1).
+# on a new connection, so the figure is per login plus one SELECT 1), --keep FILE (copy the
+# callgrind profile of the measured run to FILE).
 #
 # What it does: a throwaway PostgreSQL; pgring (transaction pooling, md5) under
 # `valgrind --tool=callgrind`; a warm-up `pgbench` run; the counters zeroed
@@ -33,6 +35,7 @@ TRANSACTIONS=400
 POOL=20
 SHARDS=1
 CONNECT=()
+KEEP=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --clients) CLIENTS=${2:?--clients needs a value}; shift ;;
@@ -40,8 +43,9 @@ while [[ $# -gt 0 ]]; do
         --pool) POOL=${2:?--pool needs a value}; shift ;;
         --shards) SHARDS=${2:?--shards needs a value}; shift ;;
         --connect) CONNECT=(-C) ;;
+        --keep) KEEP=${2:?--keep needs a file name}; shift ;;
         -h | --help)
-            sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -112,6 +116,10 @@ grep -q "actually processed: $((CLIENTS * TRANSACTIONS))/" "$WORK/pgbench.log" |
 callgrind_control -d "$PGRING_PID" >/dev/null 2>&1
 dump=$(ls "$WORK"/callgrind.*.out.1 2>/dev/null | head -n 1)
 [[ -n "$dump" ]] || die "callgrind wrote no dump"
+if [[ -n "$KEEP" ]]; then
+    cp "$dump" "$KEEP"
+    log "profile kept: callgrind_annotate --inclusive=yes $KEEP"
+fi
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 [[ "$total" =~ ^[0-9]+$ ]] || die "could not read the instruction total from $dump"
 tx=$((CLIENTS * TRANSACTIONS))

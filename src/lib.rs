@@ -5,6 +5,7 @@
 //! [`shard`] per core; a shard accepts clients ([`client`]) and lends them server
 //! connections from its [`pool`]s ([`server`]).
 
+pub mod alloc;
 pub mod auth;
 pub mod auth_query;
 pub mod buffer;

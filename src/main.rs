@@ -8,7 +8,7 @@ use pgring::config::Config;
 use pgring::runtime;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pgring::alloc::Allocator = pgring::alloc::Allocator;
 
 /// pgring: a thread-per-core PostgreSQL connection pooler.
 ///
