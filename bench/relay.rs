@@ -116,7 +116,7 @@ fn glommio_epoll_relay(args: &Args) -> io::Result<()> {
         let listener = Listener::new(socket.into(), Family::Tcp)?;
         loop {
             let (client, _) = listener.accept().await?;
-            glommio::spawn_local(async move {
+            pgring::readiness::spawn(async move {
                 let Ok(server) = Socket::connect_tcp(upstream, Duration::ZERO).await else {
                     return;
                 };

@@ -20,10 +20,14 @@
 //!   parks the task's waker. A read that returned less than asked for clears `readable`
 //!   too (the queue was emptied, so the next read would say `EAGAIN`), unless the peer
 //!   has hung up: EOF is no new event, so `hung_up` keeps the socket readable.
-//! - The driver task (`Poller::drive`) harvests events with `epoll_wait` (no timeout),
-//!   sets the flags and wakes the parked tasks. When nothing is ready it waits for the
-//!   epoll descriptor to become readable through glommio, so the shard sleeps in
-//!   io_uring as before, together with its timers and channels.
+//! - The driver task (`Poller::drive`) harvests events with `epoll_wait`, sets the flags
+//!   and wakes the parked tasks. When nothing else is runnable it may block in
+//!   `epoll_wait` for a moment (`Poller::set_idle_wait`; shards do, for 1 ms), which is
+//!   far cheaper than a sleep in glommio; when that brings nothing, it waits for the
+//!   epoll descriptor to become readable through glommio, so an idle shard sleeps in
+//!   io_uring, together with its timers and channels.
+//! - Tasks are started with [`spawn`], which counts their polls: that count is how the
+//!   driver knows that nothing but itself is runnable.
 //!
 //! Invariant: a flag is cleared only by the task whose system call saw the socket
 //! drained, and whatever arrives after that call raises an event that the driver harvests
@@ -33,7 +37,7 @@
 //! Everything here belongs to one executor thread (`Rc`, `RefCell`); [`Poller::current`]
 //! finds or makes the poller of the executor it is called on.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -72,11 +76,59 @@ pub struct Poller {
     slots: RefCell<Vec<Slot>>,
     /// Tokens of closed sockets, reused before the vector grows.
     free: RefCell<Vec<usize>>,
+    /// How long the driver may wait in `epoll_wait` itself when no other task is
+    /// runnable, in milliseconds, before the executor sleeps (0: never).
+    idle_wait_ms: Cell<i32>,
 }
 
 thread_local! {
     /// The poller of the executor running on this thread, with that executor's id.
     static CURRENT: RefCell<Option<(usize, Rc<Poller>)>> = const { RefCell::new(None) };
+    /// Polls of tasks started with [`spawn`] on this thread, so that the driver can tell
+    /// whether anything but itself ran since its last turn.
+    static TASK_POLLS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Spawns a task on the current executor, like `glommio::spawn_local`, but with its
+/// polls counted, which the driver needs in order to know when nothing else is runnable
+/// (see `Poller::drive`). On an executor with an idle wait, every task that can wake
+/// another one without going through a socket must be started this way (or wrapped in
+/// [`Counted`]); otherwise the task it wakes may wait for the idle wait to end.
+pub fn spawn<F>(future: F) -> glommio::Task<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    glommio::spawn_local(Counted { inner: future })
+}
+
+/// The number of counted task polls so far on this thread.
+fn task_polls() -> u64 {
+    TASK_POLLS.with(Cell::get)
+}
+
+/// A future whose every poll is counted in `TASK_POLLS`.
+pub struct Counted<F> {
+    inner: F,
+}
+
+impl<F> Counted<F> {
+    /// Wraps `inner` (for futures that are not spawned through [`spawn`], such as an
+    /// executor's main future).
+    pub fn new(inner: F) -> Counted<F> {
+        Counted { inner }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        TASK_POLLS.with(|n| n.set(n.get().wrapping_add(1)));
+        // SAFETY: `inner` is structurally pinned: it is never moved out of `self`, and
+        // `Counted` has no Drop impl or other access that would move it.
+        unsafe { self.map_unchecked_mut(|c| &mut c.inner) }.poll(cx)
+    }
 }
 
 impl Poller {
@@ -106,7 +158,17 @@ impl Poller {
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            idle_wait_ms: Cell::new(0),
         })
+    }
+
+    /// Lets the driver wait up to `wait` (whole milliseconds, at most a second) in
+    /// `epoll_wait` itself once nothing else on the executor is runnable, before the
+    /// executor goes to sleep in io_uring. See `Poller::drive` for what this saves and
+    /// what it costs; the executor's preemption timer should be of the same order, as it
+    /// bounds how late timers and cross-thread messages are while the shard is busy.
+    pub fn set_idle_wait(&self, wait: Duration) {
+        self.idle_wait_ms.set(wait.as_millis().min(1000) as i32);
     }
 
     /// Adds `fd` to the set, ready to read until a system call says otherwise, and ready
@@ -173,25 +235,29 @@ impl Poller {
         self.free.borrow_mut().push(token);
     }
 
-    /// Takes what is ready without blocking, sets the flags and wakes the waiting tasks.
-    fn harvest(&self) {
+    /// Takes what is ready, waiting up to `timeout_ms` for the first event, sets the
+    /// flags and wakes the waiting tasks. Returns how many events there were (0 on a
+    /// timeout or an interrupted wait).
+    fn harvest(&self, mut timeout_ms: i32) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_HARVEST];
+        let mut total = 0;
         loop {
-            // SAFETY: `events` is valid for EVENTS_PER_HARVEST entries; timeout 0 never
-            // blocks.
+            // SAFETY: `events` is valid for EVENTS_PER_HARVEST entries.
             let n = unsafe {
                 libc::epoll_wait(
                     self.epoll.as_raw_fd(),
                     events.as_mut_ptr(),
                     EVENTS_PER_HARVEST as i32,
-                    0,
+                    timeout_ms,
                 )
             };
+            timeout_ms = 0;
             if n <= 0 {
-                // EINTR or nothing ready: the driver waits and comes back.
-                return;
+                // EINTR or nothing ready: the driver decides what next.
+                return total;
             }
             let n = n as usize;
+            total += n;
             // At most a reader and a writer per event, taken out of the slots first.
             let mut wake: [Option<Waker>; 2 * EVENTS_PER_HARVEST] =
                 [const { None }; 2 * EVENTS_PER_HARVEST];
@@ -228,19 +294,54 @@ impl Poller {
                 waker.wake();
             }
             if n < EVENTS_PER_HARVEST {
-                return;
+                return total;
             }
         }
     }
 
-    /// The driver: harvest, then sleep in glommio until the epoll set has something.
+    /// The driver: harvest and wake; when nothing else is runnable, wait a moment in
+    /// `epoll_wait` itself (if [`Poller::set_idle_wait`] allows); when that too brings
+    /// nothing, sleep in glommio until the epoll set has something.
+    ///
+    /// Why wait in `epoll_wait`: a sleep in glommio costs four `io_uring_enter` (its
+    /// preemption timer is cancelled and re-armed around every sleep), a `membarrier`
+    /// that interrupts the cores of the process's other threads, and the doorbell's
+    /// descriptor; one `epoll_wait` that blocks costs one system call. A shard with one
+    /// busy client sleeps twice per transaction.
+    ///
+    /// Why it is safe: blocking inside a task holds up every other task, so the driver
+    /// blocks only when nothing else is runnable. It knows this from the count of task
+    /// polls ([`spawn`], [`Counted`]): it yields after every turn that woke something
+    /// or saw other tasks run, so it is polled again only after the tasks queued before
+    /// it have run, and if none ran in between, the queue holds nothing but the driver.
+    /// Timers and messages from other threads are processed by the executor between
+    /// runs of the task queue, which a busy driver keeps going: they wait until the
+    /// executor's preemption timer ends the run (a preemption also makes the driver
+    /// yield instead of blocking), or at most the idle wait. The tasks those wake may be
+    /// queued behind the driver, so after the executor has picked a queue to run again
+    /// (glommio's `scheduler_runs`, which the driver alone reads and so resets) the
+    /// driver does not block either.
     async fn drive(self: Rc<Self>) {
+        let mut seen = task_polls();
         loop {
-            self.harvest();
+            let polls = task_polls();
+            let executor_turned = glommio::executor().executor_stats().scheduler_runs() > 0;
+            let others_ran = polls != seen || executor_turned;
+            seen = polls;
+            let wait_ms = if others_ran {
+                0
+            } else {
+                self.idle_wait_ms.get()
+            };
+            if self.harvest(wait_ms) > 0 || others_ran || glommio::executor().need_preempt() {
+                futures_lite::future::yield_now().await;
+                continue;
+            }
             if let Err(e) = self.wait_for_events().await {
                 log::error!("socket readiness: waiting on the epoll set failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
+            seen = task_polls();
         }
     }
 
@@ -631,12 +732,12 @@ mod tests {
     fn concurrent_round_trips_all_complete() {
         executor().run(async {
             let (listener, addr) = loopback_listener().await;
-            let echo = glommio::spawn_local(async move {
+            let echo = spawn(async move {
                 let mut tasks = Vec::new();
                 for _ in 0..20 {
                     let (fd, _) = listener.accept().await.unwrap();
                     let mut socket = Socket::new(fd, Family::Tcp).unwrap();
-                    tasks.push(glommio::spawn_local(async move {
+                    tasks.push(spawn(async move {
                         let mut buf = [0u8; 64];
                         loop {
                             let n = socket.read(&mut buf).await.unwrap();
@@ -653,7 +754,7 @@ mod tests {
             });
             let mut clients = Vec::new();
             for c in 0..20u32 {
-                clients.push(glommio::spawn_local(async move {
+                clients.push(spawn(async move {
                     let mut socket = Socket::connect_tcp(addr, Duration::from_secs(5))
                         .await
                         .unwrap();
@@ -681,7 +782,7 @@ mod tests {
         executor().run(async {
             let (listener, addr) = loopback_listener().await;
             let total = 8 << 20;
-            let writer = glommio::spawn_local(async move {
+            let writer = spawn(async move {
                 let mut socket = Socket::connect_tcp(addr, Duration::ZERO).await.unwrap();
                 let chunk: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
                 let mut sent = 0;
@@ -814,6 +915,91 @@ mod tests {
                 "{}",
                 poller.slots.borrow().len()
             );
+        });
+    }
+
+    /// With an idle wait, round trips between many tasks still all complete: the driver
+    /// waits in `epoll_wait` between them instead of letting the executor sleep.
+    #[test]
+    fn round_trips_complete_with_an_idle_wait() {
+        executor().run(async {
+            Poller::current()
+                .unwrap()
+                .set_idle_wait(Duration::from_millis(50));
+            let (listener, addr) = loopback_listener().await;
+            let echo = spawn(async move {
+                let (fd, _) = listener.accept().await.unwrap();
+                let mut socket = Socket::new(fd, Family::Tcp).unwrap();
+                let mut buf = [0u8; 64];
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    socket.write_all(&buf[..n]).await.unwrap();
+                }
+            });
+            let mut socket = Socket::connect_tcp(addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            for i in 0..2000u32 {
+                socket.write_all(&i.to_be_bytes()).await.unwrap();
+                let mut back = [0u8; 4];
+                socket.read_exact(&mut back).await.unwrap();
+                assert_eq!(u32::from_be_bytes(back), i);
+            }
+            socket.close().await.unwrap();
+            echo.await;
+        });
+    }
+
+    /// The driver must not block while a task is runnable. Here a task that read from a
+    /// socket wakes another through a channel, not a socket; after that nothing happens
+    /// on any socket, so a driver that blocked with the woken task queued behind it would
+    /// hold it for the whole idle wait (a second; the preemption timer, which would also
+    /// end the wait, is set longer). The byte comes from another thread, so that no timer
+    /// of the executor is involved.
+    #[test]
+    fn a_task_woken_by_another_task_does_not_wait_for_the_idle_wait() {
+        use std::io::Write;
+        let executor = glommio::LocalExecutorBuilder::default()
+            .preempt_timer(Duration::from_secs(2))
+            .make()
+            .expect("an io_uring executor");
+        executor.run(async {
+            Poller::current()
+                .unwrap()
+                .set_idle_wait(Duration::from_secs(1));
+            let (listener, addr) = loopback_listener().await;
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let (fd, _) = listener.accept().await.unwrap();
+            let mut socket = Socket::new(fd, Family::Tcp).unwrap();
+            for _ in 0..5 {
+                let (tx, rx) = futures_channel::oneshot::channel::<std::time::Instant>();
+                let reader = spawn(async move {
+                    let mut byte = [0u8; 1];
+                    socket.read_exact(&mut byte).await.unwrap();
+                    tx.send(std::time::Instant::now()).unwrap();
+                    socket
+                });
+                let woken = spawn(async move {
+                    let sent = rx.await.unwrap();
+                    sent.elapsed()
+                });
+                // The reader parks and the driver settles into its idle wait first.
+                let writer = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    peer.write_all(b"x").unwrap();
+                    peer
+                });
+                let delay = woken.await;
+                socket = reader.await;
+                peer = writer.join().unwrap();
+                assert!(
+                    delay < Duration::from_millis(500),
+                    "the woken task waited {delay:?}"
+                );
+            }
         });
     }
 }

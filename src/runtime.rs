@@ -151,9 +151,12 @@ pub fn start(config: Config) -> Result<Runtime, StartError> {
             let ready = ready.clone();
             LocalExecutorBuilder::new(placement)
                 .name(&format!("pgring-shard-{id}"))
-                .spawn(move || async move {
-                    let shard = Shard::new(id, shards, shared);
-                    shard::run(shard, mesh, ready).await;
+                .preempt_timer(shard::PREEMPT_TIMER)
+                .spawn(move || {
+                    crate::readiness::Counted::new(async move {
+                        let shard = Shard::new(id, shards, shared);
+                        shard::run(shard, mesh, ready).await;
+                    })
                 })
         };
         let handle = match spawn(Placement::Fixed(id % cores)) {

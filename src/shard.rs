@@ -40,6 +40,18 @@ use crate::server::{ConnectOptions, ServerCredential, ServerTarget};
 /// How often a shard looks at reload/shutdown flags and tends its pools.
 const CONTROL_TICK: Duration = Duration::from_millis(100);
 
+/// How long a shard's readiness driver may wait in `epoll_wait` itself, once no task is
+/// runnable, before the shard sleeps in io_uring (`readiness::Poller::drive` says why).
+/// A shard whose sockets are busy more often than this never pays for a sleep; a quiet
+/// one pays this wait once (blocked, not spinning) and then sleeps as before.
+pub const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// glommio's preemption timer on shard executors (its default is 100 ms). While the
+/// shard is busy its task queue runs without a break, and only a preemption lets the
+/// executor process timers and messages from other shards: this bounds how late those
+/// are, at the cost of a timer re-armed (two `io_uring_enter`) per period.
+pub const PREEMPT_TIMER: Duration = Duration::from_millis(2);
+
 /// Messages between shards.
 pub enum ShardMsg {
     /// A CancelRequest whose key names the receiving shard.
@@ -353,7 +365,7 @@ impl Shard {
                 && !pool.login_failing()
             {
                 let pool = pool.clone();
-                glommio::spawn_local(async move {
+                crate::readiness::spawn(async move {
                     for _ in 0..missing {
                         if let Err(e) = pool.prefill_one().await {
                             log::warn!(
@@ -450,6 +462,10 @@ pub async fn run(
             return;
         }
     };
+    match crate::readiness::Poller::current() {
+        Ok(poller) => poller.set_idle_wait(IDLE_WAIT),
+        Err(e) => log::warn!("shard {}: socket readiness: {e}", shard.id),
+    }
     let mut tasks: Vec<Task<()>> = Vec::new();
     if let Some(mesh) = mesh {
         match mesh.join().await {
@@ -465,10 +481,10 @@ pub async fn run(
     }
     let _ = ready.send(Ok(()));
     if let Some(tcp) = listeners.tcp {
-        tasks.push(glommio::spawn_local(accept_tcp(shard.clone(), tcp)));
+        tasks.push(crate::readiness::spawn(accept_tcp(shard.clone(), tcp)));
     }
     if let Some(unix) = listeners.unix {
-        tasks.push(glommio::spawn_local(accept_unix(shard.clone(), unix)));
+        tasks.push(crate::readiness::spawn(accept_unix(shard.clone(), unix)));
     }
 
     // Control loop.
@@ -498,14 +514,14 @@ fn spawn_mesh_receivers(shard: &Rc<Shard>, mut receivers: Receivers<ShardMsg>) -
         .into_iter()
         .map(|(_, stream)| {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
+            crate::readiness::spawn(async move {
                 use futures_lite::StreamExt;
                 let mut stream = stream;
                 while let Some(msg) = stream.next().await {
                     match msg {
                         ShardMsg::Cancel(key) => {
                             let shard = shard.clone();
-                            glommio::spawn_local(async move {
+                            crate::readiness::spawn(async move {
                                 crate::cancel::cancel_local(&shard, key).await
                             })
                             .detach();
@@ -526,7 +542,8 @@ async fn accept_tcp(shard: Rc<Shard>, listener: Listener) {
                 let peer = addr.as_socket().map(Peer::Tcp).unwrap_or(Peer::Unknown);
                 match net::tcp_stream(fd, keepalive) {
                     Ok(stream) => {
-                        glommio::spawn_local(client::serve(shard.clone(), stream, peer)).detach();
+                        crate::readiness::spawn(client::serve(shard.clone(), stream, peer))
+                            .detach();
                     }
                     Err(e) => log::warn!("could not set up a client connection: {e}"),
                 }
@@ -544,7 +561,8 @@ async fn accept_tcp(shard: Rc<Shard>, listener: Listener) {
 fn serve_unix(shard: &Rc<Shard>, accepted: std::os::fd::OwnedFd) {
     match net::unix_client(accepted) {
         Ok((stream, uid)) => {
-            glommio::spawn_local(client::serve(shard.clone(), stream, Peer::Unix { uid })).detach();
+            crate::readiness::spawn(client::serve(shard.clone(), stream, Peer::Unix { uid }))
+                .detach();
         }
         Err(e) => log::warn!("could not take a Unix-socket client: {e}"),
     }

@@ -345,17 +345,18 @@ fn run(
                     for i in 0..n {
                         let local = local.clone();
                         let task = match &*mode {
-                            Mode::Tx(_) => glommio::spawn_local(client::tx_client(
+                            Mode::Tx(_) => pgring::readiness::spawn(client::tx_client(
                                 local,
                                 plan.clone().expect("tx plan"),
                                 base + i,
                             )),
                             Mode::Handshake { .. } => {
-                                glommio::spawn_local(client::handshake_client(local))
+                                pgring::readiness::spawn(client::handshake_client(local))
                             }
-                            Mode::Idle => {
-                                glommio::spawn_local(client::idle_client(local, opening.clone()))
-                            }
+                            Mode::Idle => pgring::readiness::spawn(client::idle_client(
+                                local,
+                                opening.clone(),
+                            )),
                         };
                         tasks.push(task);
                     }

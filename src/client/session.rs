@@ -475,7 +475,7 @@ impl Session {
                 // is not held up.
                 let pool = self.login.pool.clone();
                 let sql = self.limits.reset_query.clone();
-                glommio::spawn_local(reset_and_release(pool, server, sql)).detach();
+                crate::readiness::spawn(reset_and_release(pool, server, sql)).detach();
             } else {
                 self.login.pool.release(server);
             }
