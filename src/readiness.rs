@@ -726,6 +726,18 @@ mod tests {
         (client, Socket::new(fd, Family::Tcp).unwrap())
     }
 
+    /// Sends back whatever arrives, until the peer closes.
+    async fn echo_until_eof(mut socket: Socket) {
+        let mut buf = [0u8; 64];
+        loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            socket.write_all(&buf[..n]).await.unwrap();
+        }
+    }
+
     /// Many connections, each a task on one side and an echo task on the other, all on
     /// one executor: every round trip needs a wake from the poller.
     #[test]
@@ -736,17 +748,7 @@ mod tests {
                 let mut tasks = Vec::new();
                 for _ in 0..20 {
                     let (fd, _) = listener.accept().await.unwrap();
-                    let mut socket = Socket::new(fd, Family::Tcp).unwrap();
-                    tasks.push(spawn(async move {
-                        let mut buf = [0u8; 64];
-                        loop {
-                            let n = socket.read(&mut buf).await.unwrap();
-                            if n == 0 {
-                                return;
-                            }
-                            socket.write_all(&buf[..n]).await.unwrap();
-                        }
-                    }));
+                    tasks.push(spawn(echo_until_eof(Socket::new(fd, Family::Tcp).unwrap())));
                 }
                 for task in tasks {
                     task.await;
@@ -929,15 +931,7 @@ mod tests {
             let (listener, addr) = loopback_listener().await;
             let echo = spawn(async move {
                 let (fd, _) = listener.accept().await.unwrap();
-                let mut socket = Socket::new(fd, Family::Tcp).unwrap();
-                let mut buf = [0u8; 64];
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        return;
-                    }
-                    socket.write_all(&buf[..n]).await.unwrap();
-                }
+                echo_until_eof(Socket::new(fd, Family::Tcp).unwrap()).await;
             });
             let mut socket = Socket::connect_tcp(addr, Duration::from_secs(5))
                 .await
