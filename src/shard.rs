@@ -52,6 +52,11 @@ pub const IDLE_WAIT: Duration = Duration::from_millis(1);
 /// are, at the cost of a timer re-armed (two `io_uring_enter`) per period.
 pub const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 
+// The preemption timer also ends an idle wait early (its expiry interrupts `epoll_wait`):
+// were it the shorter, a quiet shard would be woken by it again and again and never reach
+// its sleep in io_uring.
+const _: () = assert!(IDLE_WAIT.as_millis() < PREEMPT_TIMER.as_millis());
+
 /// Messages between shards.
 pub enum ShardMsg {
     /// A CancelRequest whose key names the receiving shard.
