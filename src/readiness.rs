@@ -44,6 +44,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ use socket2::{Domain, SockAddr, SockRef, Type};
 
 /// Events harvested per `epoll_wait`; more are taken by the next call.
 const EVENTS_PER_HARVEST: usize = 64;
+
+/// The epoll token of the poller's [`Bell`] (slot tokens are indexes, far below it).
+const BELL_TOKEN: u64 = u64::MAX;
 
 /// Readiness of one registered descriptor and the tasks waiting for it.
 #[derive(Default)]
@@ -79,6 +83,34 @@ pub struct Poller {
     /// How long the driver may wait in `epoll_wait` itself when no other task is
     /// runnable, in milliseconds, before the executor sleeps (0: never).
     idle_wait_ms: Cell<i32>,
+    /// An eventfd in the epoll set that other threads write to (see [`Bell`]).
+    bell: Arc<OwnedFd>,
+    /// The bell rang since the driver last looked.
+    rung: Cell<bool>,
+}
+
+/// Lets another thread get a shard's executor to look at its glommio channels now.
+///
+/// Messages between shards travel on glommio's channel mesh, which an executor reads
+/// between runs of its task queue, and glommio wakes a receiver only when it sleeps in
+/// io_uring. A driver waiting in `epoll_wait` (its idle wait) or a busy one would leave a
+/// message for up to the idle wait or the preemption timer. So the sender rings the
+/// receiver's bell after sending: the eventfd makes the receiver's `epoll_wait` return,
+/// and its driver then lets the executor run its loop (which reads the channels) instead
+/// of waiting again. Cloneable and `Send`; ringing a poller that is gone does nothing.
+#[derive(Clone)]
+pub struct Bell(Arc<OwnedFd>);
+
+impl Bell {
+    /// Wakes the poller's driver (one `write`).
+    pub fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte buffer, as eventfd requires; the descriptor is open while
+        // `self` holds it. A full counter (EAGAIN) means it is ringing already.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len());
+        }
+    }
 }
 
 thread_local! {
@@ -151,15 +183,58 @@ impl Poller {
     }
 
     fn new() -> io::Result<Poller> {
-        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd.
-        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: epoll_create1 and eventfd take no pointers; a non-negative result is a
+        // new fd, owned by nobody else.
+        let (epoll, bell) = unsafe {
+            let epoll = OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?);
+            let bell = OwnedFd::from_raw_fd(check(libc::eventfd(
+                0,
+                libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
+            ))?);
+            (epoll, bell)
+        };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: BELL_TOKEN,
+        };
+        // SAFETY: `event` is valid for the call; both descriptors are open.
+        check(unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                bell.as_raw_fd(),
+                &mut event,
+            )
+        })?;
         Ok(Poller {
-            // SAFETY: `fd` was just created and is owned by nobody else.
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            epoll,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             idle_wait_ms: Cell::new(0),
+            bell: Arc::new(bell),
+            rung: Cell::new(false),
         })
+    }
+
+    /// A handle other threads can use to wake this poller's driver (see [`Bell`]).
+    pub fn bell(&self) -> Bell {
+        Bell(self.bell.clone())
+    }
+
+    /// Empties the bell's counter (so that the next ring raises a new event) and notes
+    /// that it rang.
+    fn answer_bell(&self) {
+        let mut count = [0u8; 8];
+        // SAFETY: an 8-byte buffer, as eventfd requires; non-blocking, so an empty
+        // counter returns EAGAIN at once.
+        unsafe {
+            libc::read(
+                self.bell.as_raw_fd(),
+                count.as_mut_ptr().cast(),
+                count.len(),
+            );
+        }
+        self.rung.set(true);
     }
 
     /// Lets the driver wait up to `wait` (whole milliseconds, at most a second) in
@@ -263,6 +338,10 @@ impl Poller {
             {
                 let mut slots = self.slots.borrow_mut();
                 for event in &events[..n] {
+                    if event.u64 == BELL_TOKEN {
+                        self.answer_bell();
+                        continue;
+                    }
                     let Some(slot) = slots.get_mut(event.u64 as usize) else {
                         continue;
                     };
@@ -318,7 +397,10 @@ impl Poller {
     /// yield instead of blocking), or at most the idle wait. The tasks those wake may be
     /// queued behind the driver, so after the executor has picked a queue to run again
     /// (glommio's `scheduler_runs`, which the driver alone reads and so resets) the
-    /// driver does not block either.
+    /// driver does not block either. Another thread that needs the executor's loop to
+    /// run soon (a shard that sent this one a message) rings the [`Bell`]: the driver
+    /// then parks on the doorbell instead of yielding, so the task queue drains and the
+    /// executor reads its channels.
     async fn drive(self: Rc<Self>) {
         let mut seen = task_polls();
         // The last turn blocked and came back with events: the turn after it, which
@@ -342,7 +424,10 @@ impl Poller {
             };
             let events = self.harvest(wait_ms);
             woke_from_wait = wait_ms > 0 && events > 0;
-            if events > 0 || others_ran || glommio::executor().need_preempt() {
+            // A rung bell: let the executor run its loop (the channels) before anything
+            // else, by parking on the doorbell below; it rings at once if events wait.
+            let bell = self.rung.replace(false);
+            if !bell && (events > 0 || others_ran || glommio::executor().need_preempt()) {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -1003,6 +1088,35 @@ mod tests {
                     "the woken task waited {delay:?}"
                 );
             }
+        });
+    }
+
+    /// A ring from another thread is one event for the driver, which answers it (so
+    /// that the next ring raises a new one) and notes it; rings that pile up before the
+    /// driver looks are answered together.
+    #[test]
+    fn a_rung_bell_raises_one_event_and_is_answered() {
+        executor().run(async {
+            let poller = Poller::current().unwrap();
+            let bell = poller.bell();
+            assert_eq!(poller.harvest(0), 0);
+            let ringer = bell.clone();
+            std::thread::spawn(move || {
+                ringer.ring();
+                ringer.ring();
+            })
+            .join()
+            .unwrap();
+            assert_eq!(poller.harvest(0), 1);
+            assert!(poller.rung.replace(false));
+            assert_eq!(
+                poller.harvest(0),
+                0,
+                "answered: no event until it rings again"
+            );
+            bell.ring();
+            assert_eq!(poller.harvest(0), 1);
+            assert!(poller.rung.get());
         });
     }
 }

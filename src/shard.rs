@@ -92,6 +92,9 @@ pub struct Shared {
     clients: AtomicU32,
     shutdown: AtomicBool,
     pub stats: Vec<ShardStats>,
+    /// Each shard's readiness bell, set when the shard starts: rung after a message is
+    /// sent to that shard (see `readiness::Bell`).
+    bells: Vec<std::sync::OnceLock<crate::readiness::Bell>>,
 }
 
 impl Shared {
@@ -111,6 +114,7 @@ impl Shared {
             clients: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),
             stats: (0..shards).map(|_| ShardStats::default()).collect(),
+            bells: (0..shards).map(|_| std::sync::OnceLock::new()).collect(),
         }
     }
 
@@ -212,11 +216,16 @@ impl Shard {
         }
     }
 
-    /// Sends a message to another shard (dropped if that shard is gone).
+    /// Sends a message to another shard (dropped if that shard is gone), and rings its
+    /// bell so that it reads the message now rather than after its idle wait.
     pub async fn send_to(&self, shard: usize, msg: ShardMsg) {
         if let Some(peers) = self.peers.get() {
             if peers.send_to(shard, msg).await.is_err() {
                 log::debug!("shard {shard} is gone; message dropped");
+                return;
+            }
+            if let Some(bell) = self.shared.bells.get(shard).and_then(|b| b.get()) {
+                bell.ring();
             }
         }
     }
@@ -472,7 +481,12 @@ pub async fn run(
         }
     };
     match crate::readiness::Poller::current() {
-        Ok(poller) => poller.set_idle_wait(IDLE_WAIT),
+        Ok(poller) => {
+            poller.set_idle_wait(IDLE_WAIT);
+            if let Some(slot) = shard.shared.bells.get(shard.id) {
+                let _ = slot.set(poller.bell());
+            }
+        }
         Err(e) => log::warn!("shard {}: socket readiness: {e}", shard.id),
     }
     let mut tasks: Vec<Task<()>> = Vec::new();
