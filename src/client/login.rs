@@ -207,11 +207,14 @@ pub async fn run(
     }
 
     // The welcome: the parameters of a real server, with the client's own values on top.
-    let welcome = match pool.welcome_params() {
+    let crate::pool::Welcome {
+        params: welcome,
+        encoded,
+    } = match pool.welcome() {
         Some(w) => w,
         None => {
             let server = pool.acquire().await?;
-            let w: crate::pool::Params = server.params.to_vec().into();
+            let w = crate::pool::Welcome::new(server.params.to_vec().into());
             pool.release(server);
             w
         }
@@ -248,8 +251,11 @@ pub async fn run(
     backend::authentication(&mut out, &Authentication::Ok);
     // What the client is shown: the server's values with its own on top. Every tracked
     // value it is shown becomes the value its server connections are aligned to.
-    for (name, value) in welcome.iter() {
-        backend::parameter_status(&mut out, name, aligned.get(name).unwrap_or(value));
+    for ((name, _), message) in welcome.iter().zip(encoded.iter()) {
+        match aligned.get(name) {
+            Some(value) => backend::parameter_status(&mut out, name, value),
+            None => out.extend_from_slice(message),
+        }
     }
     for (name, value) in aligned.iter() {
         if !welcome.iter().any(|(n, _)| n == name) {
