@@ -52,9 +52,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-for v in CLIENTS TRANSACTIONS POOL SHARDS; do
-    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive_ints CLIENTS TRANSACTIONS POOL SHARDS
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
     die "valgrind is needed (apt-get install valgrind)"
 

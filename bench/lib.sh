@@ -37,6 +37,14 @@ die() {
     exit 1
 }
 
+# require_positive_ints NAME...: each named variable holds a positive integer, or die.
+require_positive_ints() {
+    local v
+    for v in "$@"; do
+        [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+    done
+}
+
 is_root() { [[ $(id -u) -eq 0 ]]; }
 
 # Runs a command as the unprivileged PostgreSQL account when we are root.

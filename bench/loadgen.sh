@@ -105,9 +105,7 @@ while (($#)); do
     esac
     shift
 done
-for v in ROUNDS MANY IDLE; do
-    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive_ints ROUNDS MANY IDLE
 for v in TX_SECONDS HS_SECONDS; do
     [[ "${!v}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$v must be a number of seconds (got '${!v}')"
 done

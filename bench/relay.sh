@@ -47,9 +47,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-for v in ROUNDS SECONDS_PER_RUN CLIENTS; do
-    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive_ints ROUNDS SECONDS_PER_RUN CLIENTS
 
 log "building pgring, loadgen and the relay (cargo build --release --locked)"
 cargo build --release --locked -p pgring -p loadgen --example relay >&2

@@ -76,9 +76,7 @@ while (($#)); do
     esac
     shift
 done
-for v in SECONDS_PER_RUN ROUNDS SCALE; do
-    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive_ints SECONDS_PER_RUN ROUNDS SCALE
 
 # name|pgbench arguments (besides -T, -n and the connection)
 WORKLOADS=(
