@@ -131,7 +131,7 @@ where
     F: std::future::Future + 'static,
     F::Output: 'static,
 {
-    glommio::spawn_local(Counted { inner: future })
+    glommio::spawn_local(Counted::new(future))
 }
 
 /// The number of counted task polls so far on this thread.
@@ -240,8 +240,9 @@ impl Poller {
     /// Lets the driver wait up to `wait` (whole milliseconds, at most a second) in
     /// `epoll_wait` itself once nothing else on the executor is runnable, before the
     /// executor goes to sleep in io_uring. See `Poller::drive` for what this saves and
-    /// what it costs; the executor's preemption timer should be of the same order, as it
-    /// bounds how late timers and cross-thread messages are while the shard is busy.
+    /// what it costs. The executor's preemption timer must be longer: it bounds how late
+    /// timers and cross-thread messages are while the shard is busy, and its expiry ends
+    /// a wait early, so a shorter one would keep a quiet executor from ever sleeping.
     pub fn set_idle_wait(&self, wait: Duration) {
         self.idle_wait_ms.set(wait.as_millis().min(1000) as i32);
     }
