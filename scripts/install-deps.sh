@@ -4,7 +4,11 @@
 #     integration tests, which start their own throwaway clusters;
 #   - pgbouncer, the benchmark's reference point;
 #   - ss (iproute2), with which a test reads the backlog of pgring's listening sockets;
-#   - openssl, with which the benchmark makes its certificate.
+#   - openssl, with which the benchmark makes its certificate;
+#   - the client drivers of tests/drivers.rs: psycopg 3 and asyncpg (Debian's python3
+#     packages), pgjdbc with a JDK (its test is a single-file Java source), and
+#     node-postgres from npm at the version locked in tests/drivers/node (with Debian's
+#     nodejs and npm when there is no node at all).
 # Idempotent: runs `apt-get update` (once) only when something is missing. Uses sudo when
 # not root. Never starts services: Debian's own PostgreSQL cluster / pgbouncer service are
 # left alone if they exist, and nothing in the tests depends on them.
@@ -57,8 +61,52 @@ for tool in ss:iproute2 openssl:openssl; do
     fi
 done
 
+# Debian's interpreter: its dist-packages are where python3-psycopg/asyncpg install.
+for module in psycopg:python3-psycopg asyncpg:python3-asyncpg; do
+    if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null; then
+        log "python ${module%%:*}: found"
+    else
+        log "python ${module%%:*}: missing"
+        missing+=("${module#*:}")
+    fi
+done
+
+if [[ -f /usr/share/java/postgresql.jar ]]; then
+    log "pgjdbc: found"
+else
+    log "pgjdbc: missing"
+    missing+=(libpostgresql-jdbc-java)
+fi
+# `java File.java` compiles in memory: it needs a JDK's compiler, not only a runtime.
+if command -v javac >/dev/null 2>&1; then
+    log "JDK: found"
+else
+    log "JDK: missing"
+    missing+=(default-jdk-headless)
+fi
+
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    log "node and npm: found"
+else
+    log "node and npm: missing"
+    missing+=(nodejs npm)
+fi
+
+# node-postgres, from npm into tests/drivers/node/node_modules, as package-lock.json says.
+install_node_postgres() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/drivers/node" && pwd)"
+    if [[ -f "$dir/node_modules/pg/package.json" ]]; then
+        log "node-postgres: found in $dir/node_modules"
+        return
+    fi
+    log "node-postgres: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 if ((${#missing[@]} == 0)); then
-    log "nothing to install"
+    log "no packages to install"
+    install_node_postgres
     exit 0
 fi
 
@@ -103,4 +151,5 @@ log "apt-get update"
 log "apt-get install ${missing[*]}"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"
+install_node_postgres
 log "done"

@@ -1,0 +1,270 @@
+//! Real client drivers through pgring: psycopg 3 (libpq), asyncpg, node-postgres and
+//! pgjdbc, each running the same scenario from a program of its own language under
+//! `tests/drivers/`.
+//!
+//! Each driver speaks the protocol its own way (libpq's pipeline mode, asyncpg's binary
+//! formats and executemany, node-postgres in pure JavaScript, pgjdbc's batches, fetch-size
+//! portals and its `extra_float_digits` startup parameter), which psql and tokio-postgres
+//! alone would not show. The scenario, run against pgring with two shards, transaction
+//! pooling over a pool smaller than the number of clients, client TLS required and SCRAM:
+//! verify-full TLS (with SCRAM channel binding where the driver offers it), parameters of
+//! several types up to 1 MB, commit and rollback, SQLSTATEs of errors with the connection
+//! usable afterwards, 100,000-row results, COPY in and out, notices, pipelined or batched
+//! statements, a cancelled `pg_sleep` (the CancelRequest comes on a new connection, often
+//! to the other shard), concurrent transactions that each check they kept one server
+//! session, and named prepared statements through a session-pooled database.
+//!
+//! The programs print `ok <check>` per check and exit non-zero on any failure; the tests
+//! require every check's line. The drivers are installed by `scripts/install-deps.sh`.
+
+#[path = "support/certs.rs"]
+mod certs;
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certs::Ca;
+use support::{free_port, PgCluster, Pgring};
+
+/// How long one driver program may run (a JVM compiling the source included).
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The checks every program runs; `pipeline` is a pipeline, an executemany or a batch.
+const COMMON_CHECKS: &[&str] = &[
+    "tls",
+    "types",
+    "transactions",
+    "errors",
+    "large",
+    "notice",
+    "cancel",
+    "concurrent",
+    "session_prepared",
+];
+
+struct Setup {
+    _pg: PgCluster,
+    pgring: Pgring,
+    ca_file: PathBuf,
+    foreign_ca_file: PathBuf,
+}
+
+/// PostgreSQL with role `app`, and pgring in front of it: two shards, SCRAM from the
+/// auth_file, client TLS required with a certificate for `localhost` from a fresh CA,
+/// database `app` pooled by transaction over 4 server connections per shard and
+/// `app_session` (the same database) pooled by session.
+fn setup() -> Setup {
+    let pg = PgCluster::start();
+    pg.create_role("app", "apppass", "");
+    pg.create_database("app", "app");
+    let ca = Ca::new("pgring driver test CA");
+    let (cert, key) = ca.leaf(
+        &["localhost", "127.0.0.1"],
+        "pgring driver test server",
+        true,
+    );
+    let port = free_port();
+    let pgport = pg.port();
+    let config = format!(
+        r#"[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {port}
+unix_socket_dir = ""
+shards = 2
+auth_type = "scram-sha-256"
+auth_file = "userlist.txt"
+pool_mode = "transaction"
+default_pool_size = 4
+stats_period = 0
+# pgjdbc sends extra_float_digits at login.
+ignore_startup_parameters = ["extra_float_digits"]
+client_tls_sslmode = "require"
+client_tls_cert_file = "server.pem"
+client_tls_key_file = "server.key"
+
+[databases]
+app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
+app_session = {{ host = "127.0.0.1", port = {pgport}, dbname = "app", pool_mode = "session" }}
+"#
+    );
+    let ca_pem = ca.pem();
+    let foreign_pem = Ca::new("some other CA").pem();
+    let pgring = Pgring::start(
+        &config,
+        &[
+            ("userlist.txt", "\"app\" \"apppass\"\n"),
+            ("server.pem", &cert),
+            ("server.key", &key),
+            ("ca.pem", &ca_pem),
+            ("foreign-ca.pem", &foreign_pem),
+        ],
+    );
+    Setup {
+        _pg: pg,
+        ca_file: pgring.dir().join("ca.pem"),
+        foreign_ca_file: pgring.dir().join("foreign-ca.pem"),
+        pgring,
+    }
+}
+
+fn drivers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
+}
+
+/// Panics with what to install when `probe` (a command that only loads the driver)
+/// fails.
+fn require(probe: &mut Command, driver: &str, package: &str) {
+    let out = probe
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{driver}: cannot run {probe:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{driver} is not installed ({package}); scripts/install-deps.sh installs it\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a driver program against `s` and checks that it passed every check in `checks`.
+fn run_driver(s: &Setup, mut cmd: Command, checks: &[&str]) {
+    cmd.env("PGRING_HOST", "localhost")
+        .env("PGRING_PORT", s.pgring.port().to_string())
+        .env("PGRING_USER", "app")
+        .env("PGRING_PASSWORD", "apppass")
+        .env("PGRING_TX_DB", "app")
+        .env("PGRING_SESSION_DB", "app_session")
+        .env("PGRING_CA", &s.ca_file)
+        .env("PGRING_FOREIGN_CA", &s.foreign_ca_file)
+        .env("PGRING_CLIENTS", "16")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Read both pipes on threads so that a chatty program cannot block on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + DRIVER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the driver") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    let report = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    let Some(status) = status else {
+        panic!("{cmd:?} still running after {DRIVER_TIMEOUT:?}\n{report}");
+    };
+    assert!(status.success(), "{cmd:?} failed ({status})\n{report}");
+    for check in checks {
+        assert!(
+            stdout.lines().any(|l| l == format!("ok {check}")),
+            "check {check} did not pass\n{report}"
+        );
+    }
+    // pgring said nothing about a protocol problem or a server connection in trouble.
+    let log = s.pgring.log();
+    for bad in ["protocol violation", "panicked", "ERROR"] {
+        assert!(!log.contains(bad), "pgring logged {bad:?}:\n{log}");
+    }
+}
+
+/// Debian's interpreter, whose dist-packages hold python3-psycopg and python3-asyncpg
+/// (a `python3` earlier in PATH may be another installation without them).
+fn python() -> Command {
+    let system = Path::new("/usr/bin/python3");
+    Command::new(if system.exists() {
+        system
+    } else {
+        Path::new("python3")
+    })
+}
+
+fn with_copy(checks: &[&'static str]) -> Vec<&'static str> {
+    let mut all = checks.to_vec();
+    all.extend(["copy", "pipeline"]);
+    all
+}
+
+#[test]
+fn psycopg() {
+    require(
+        python().args(["-c", "import psycopg"]),
+        "psycopg",
+        "python3-psycopg",
+    );
+    let s = setup();
+    let mut cmd = python();
+    cmd.arg(drivers_dir().join("psycopg_check.py"));
+    run_driver(&s, cmd, &with_copy(COMMON_CHECKS));
+}
+
+#[test]
+fn asyncpg() {
+    require(
+        python().args(["-c", "import asyncpg"]),
+        "asyncpg",
+        "python3-asyncpg",
+    );
+    let s = setup();
+    let mut cmd = python();
+    cmd.arg(drivers_dir().join("asyncpg_check.py"));
+    run_driver(&s, cmd, &with_copy(COMMON_CHECKS));
+}
+
+#[test]
+fn node_postgres() {
+    let dir = drivers_dir().join("node");
+    require(
+        Command::new("node")
+            .current_dir(&dir)
+            .args(["-e", "require('pg')"]),
+        "node-postgres",
+        "nodejs, and `npm ci` in tests/drivers/node",
+    );
+    let s = setup();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir).arg("check.js");
+    // node-postgres has no COPY of its own (that is the pg-copy-streams package).
+    let mut checks = COMMON_CHECKS.to_vec();
+    checks.retain(|c| *c != "pipeline");
+    run_driver(&s, cmd, &checks);
+}
+
+/// Where Debian's libpostgresql-jdbc-java puts the driver.
+const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+#[test]
+fn pgjdbc() {
+    require(
+        Command::new("java").arg("-version"),
+        "a Java runtime",
+        "default-jdk-headless",
+    );
+    assert!(
+        Path::new(PGJDBC_JAR).is_file(),
+        "pgjdbc is not installed ({PGJDBC_JAR}, libpostgresql-jdbc-java); \
+         scripts/install-deps.sh installs it"
+    );
+    let s = setup();
+    let mut cmd = Command::new("java");
+    cmd.args(["-cp", PGJDBC_JAR])
+        .arg(drivers_dir().join("jdbc/DriverCheck.java"));
+    run_driver(&s, cmd, &with_copy(COMMON_CHECKS));
+}
