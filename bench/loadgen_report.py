@@ -24,7 +24,7 @@ import sys
 
 # Medians, ranges and number formatting are the pgbench report's (bench/report.py, next to
 # this file, which Python puts on the import path when it runs this script).
-from report import fmt_num as num, fmt_range as rng, med, parse_pgbench, spread as lo_hi
+from report import fmt_num as num, fmt_range as rng, med, parse_pgbench, shards_text, spread as lo_hi
 
 TARGETS = ["pgring", "pgbouncer", "direct"]
 POOLERS = ["pgring", "pgbouncer"]
@@ -316,7 +316,7 @@ def markdown(meta, agg, pgbench, json_path, plots_dir, note):
     L.append(f"- Machine: {meta.get('nproc')} cores ({meta.get('cpu_model', '?')}), Linux {meta.get('kernel', '?')}")
     L.append(
         f"- Software: {meta.get('postgres_version')}; {meta.get('pgbouncer_version')} ({meta.get('openssl_version')}); "
-        f"{meta.get('pgring_version')} ({meta.get('pgring_shards')} shards); {meta.get('loadgen_version')}"
+        f"{meta.get('pgring_version')} ({shards_text(meta.get('pgring_shards'))}); {meta.get('loadgen_version')}"
     )
     L.append(f"- Command: `{meta.get('command')}`")
     L.append(

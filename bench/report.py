@@ -26,6 +26,11 @@ WORKLOAD_TITLES = {
 TARGET_ORDER = ["pgring", "pgbouncer", "direct"]
 
 
+def shards_text(shards):
+    """The shard count with its noun: "1 shard", "2 shards"."""
+    return f"{shards} shard" if str(shards) == "1" else f"{shards} shards"
+
+
 def parse_pgbench(text):
     """The figures of pgbench's summary (PostgreSQL 15 wording); missing ones are None."""
 
@@ -222,7 +227,7 @@ def markdown(meta, agg, runs, json_path):
     )
     lines.append(
         f"- Software: {meta.get('postgres_version')}; {meta.get('pgbouncer_version')}; "
-        f"{meta.get('pgring_version')} ({meta.get('pgring_shards')} shards)"
+        f"{meta.get('pgring_version')} ({shards_text(meta.get('pgring_shards'))})"
     )
     lines.append(f"- Command: `{meta.get('command')}`")
     lines.append(

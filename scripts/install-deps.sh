@@ -96,8 +96,13 @@ fi
 install_node_postgres() {
     local dir
     dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/drivers/node" && pwd)"
+    local want have=""
+    want=$(sed -n 's/.*"pg": *"\([^"]*\)".*/\1/p' "$dir/package.json")
     if [[ -f "$dir/node_modules/pg/package.json" ]]; then
-        log "node-postgres: found in $dir/node_modules"
+        have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$dir/node_modules/pg/package.json" | head -n 1)
+    fi
+    if [[ -n "$want" && "$have" == "$want" ]]; then
+        log "node-postgres $have: found in $dir/node_modules"
         return
     fi
     log "node-postgres: npm ci in $dir"
