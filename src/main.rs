@@ -65,6 +65,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         config.pooler.logfile.as_deref(),
         config.pooler.verbose.saturating_add(args.verbose),
     )?;
+    match pgring::alloc::avoid_transparent_huge_pages() {
+        Ok(pgring::alloc::HugePages::Off) => {}
+        Ok(pgring::alloc::HugePages::LeftToMimalloc) => {
+            log::info!("transparent huge pages left to mimalloc (MIMALLOC_ALLOW_THP is set)")
+        }
+        Err(e) => log::warn!(
+            "could not turn transparent huge pages off (prctl PR_SET_THP_DISABLE: {e}); \
+             idle connections may cost more memory"
+        ),
+    }
     let pidfile = match &config.pooler.pidfile {
         Some(path) => Some(runtime::PidFile::create(path)?),
         None => None,
