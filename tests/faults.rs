@@ -817,6 +817,90 @@ fn client_vanishing_mid_query_never_leaks_its_answer() {
     }
 }
 
+/// Reads messages until one of type `tag`; panics on an ErrorResponse or a close.
+fn read_until(s: &mut TcpStream, tag: u8, what: &str) {
+    loop {
+        match read_message(s) {
+            Ok(Some((t, _))) if t == tag => return,
+            Ok(Some((b'E', body))) => panic!("{what}: error {:?}", error_fields(&body)),
+            Ok(Some(_)) => {}
+            other => panic!(
+                "{what}: connection ended before '{}': {other:?}",
+                tag as char
+            ),
+        }
+    }
+}
+
+#[test]
+fn client_vanishing_mid_copy_loses_nothing() {
+    let pg = cluster();
+    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
+        .args(["-c", "create table t(x int)"])
+        .output()
+        .unwrap();
+    assert!(create.status.success(), "{create:?}");
+    // One server connection in all, so every client after the vanished one gets it.
+    let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
+
+    // COPY FROM STDIN: the server waits for more rows when the client goes.
+    let mut a = raw_login(pgring.port());
+    let mut out = BytesMut::new();
+    frontend::query("COPY t FROM STDIN", &mut out).unwrap();
+    a.write_all(&out).unwrap();
+    read_until(&mut a, b'G', "COPY FROM STDIN");
+    let row = b"1\n";
+    let mut copy_data = vec![b'd'];
+    copy_data.extend_from_slice(&(4 + row.len() as u32).to_be_bytes());
+    copy_data.extend_from_slice(row);
+    a.write_all(&copy_data).unwrap();
+    a.shutdown(Shutdown::Both).unwrap();
+    drop(a);
+    for i in 0..3 {
+        let out = psql_as(pgring.port(), USER, PASSWORD, DB, "select count(*) from t");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0",
+            "client {i} after the COPY FROM STDIN: {out:?}"
+        );
+    }
+
+    // COPY TO STDOUT: the server is still sending rows when the client goes.
+    let mut b = raw_login(pgring.port());
+    let mut out = BytesMut::new();
+    frontend::query(
+        "COPY (SELECT g FROM generate_series(1, 3000000) g) TO STDOUT",
+        &mut out,
+    )
+    .unwrap();
+    b.write_all(&out).unwrap();
+    read_until(&mut b, b'H', "COPY TO STDOUT");
+    read_until(&mut b, b'd', "COPY TO STDOUT");
+    b.shutdown(Shutdown::Both).unwrap();
+    drop(b);
+    for i in 0..3 {
+        let out = psql_as(pgring.port(), USER, PASSWORD, DB, "select 41 + 1");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "42",
+            "client {i} after the COPY TO STDOUT: {out:?}"
+        );
+    }
+
+    // Neither COPY is left running on the server.
+    wait_until(
+        Duration::from_secs(10),
+        "no COPY left on the server",
+        || {
+            pg.psql(
+                "select count(*) from pg_stat_activity \
+             where datname = 'app' and query like 'COPY%' and state <> 'idle'",
+            )
+            .trim()
+                == "0"
+        },
+    );
+    assert_still_serves(&pgring);
+}
+
 #[test]
 fn client_vanishing_while_queued_for_a_server_loses_nothing() {
     let pg = PgCluster::start_with(&[("log_statement", "all")]);
