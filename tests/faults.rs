@@ -902,6 +902,55 @@ fn client_vanishing_mid_copy_loses_nothing() {
 }
 
 #[test]
+fn client_vanishing_before_sync_leaves_nothing_behind() {
+    let pg = cluster();
+    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
+        .args(["-c", "create table t(x int)"])
+        .output()
+        .unwrap();
+    assert!(create.status.success(), "{create:?}");
+    let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
+
+    // Parse, Bind, Execute of an INSERT and a Flush, but no Sync: the server has run the
+    // INSERT in an implicit transaction that only a Sync would commit.
+    let mut a = raw_login(pgring.port());
+    let mut out = BytesMut::new();
+    frontend::parse("", "INSERT INTO t VALUES (1)", [], &mut out).unwrap();
+    // Bind: unnamed portal and statement, no parameter formats, no parameters, no
+    // result formats.
+    let bind_body = [0u8, 0, 0, 0, 0, 0, 0, 0];
+    out.extend_from_slice(b"B");
+    out.extend_from_slice(&(4 + bind_body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&bind_body);
+    frontend::execute("", 0, &mut out).unwrap();
+    frontend::flush(&mut out);
+    a.write_all(&out).unwrap();
+    read_until(&mut a, b'C', "INSERT before Sync");
+    a.shutdown(Shutdown::Both).unwrap();
+    drop(a);
+
+    for i in 0..3 {
+        let out = psql_as(
+            pgring.port(),
+            USER,
+            PASSWORD,
+            DB,
+            "select count(*), txid_current_if_assigned() is null from t",
+        );
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0|t",
+            "client {i} after the unsynced INSERT: {out:?}"
+        );
+    }
+    let direct = psql_cmd(pg.port(), USER, PASSWORD, DB)
+        .args(["-c", "select count(*) from t"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), "0");
+    assert_still_serves(&pgring);
+}
+
+#[test]
 fn client_vanishing_while_queued_for_a_server_loses_nothing() {
     let pg = PgCluster::start_with(&[("log_statement", "all")]);
     pg.create_role(USER, PASSWORD, "");
