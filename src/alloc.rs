@@ -19,7 +19,7 @@
 //! (`madvise(MADV_HUGEPAGE)`), so with THP available every shard's heap grows in 2 MiB
 //! pages whether or not it fills them. [`avoid_transparent_huge_pages`] turns THP off for
 //! the process at startup: with 10,000 idle plaintext clients on 2 shards, RSS per client
-//! fell from 1.9 to 1.2 kB and the idle baseline from 43 to 30 MB, with no change in CPU
+//! fell from 1.9 to 1.2 kB and the idle baseline from 43 to 33 MB, with no change in CPU
 //! per transaction that this machine could tell from its noise.
 
 use std::alloc::{GlobalAlloc, Layout};

@@ -32,7 +32,7 @@ use support::{free_port, PgCluster, Pgring};
 /// How long one driver program may run (a JVM compiling the source included).
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The checks every program runs; `pipeline` is a pipeline, an executemany or a batch.
+/// The checks every program runs.
 const COMMON_CHECKS: &[&str] = &[
     "tls",
     "types",
@@ -196,36 +196,36 @@ fn python() -> Command {
     })
 }
 
-fn with_copy(checks: &[&'static str]) -> Vec<&'static str> {
-    let mut all = checks.to_vec();
+/// The common checks plus COPY and `pipeline` (a pipeline, an executemany or a batch:
+/// statements sent before one Sync), for the drivers that have both. node-postgres has
+/// neither (COPY is the pg-copy-streams package; it sends one query at a time).
+fn with_copy_and_pipeline() -> Vec<&'static str> {
+    let mut all = COMMON_CHECKS.to_vec();
     all.extend(["copy", "pipeline"]);
     all
 }
 
-#[test]
-fn psycopg() {
+/// A driver test in Debian's Python: `module` must import, then `script` runs.
+fn python_driver(module: &str, package: &str, script: &str) {
     require(
-        python().args(["-c", "import psycopg"]),
-        "psycopg",
-        "python3-psycopg",
+        python().args(["-c", &format!("import {module}")]),
+        module,
+        package,
     );
     let s = setup();
     let mut cmd = python();
-    cmd.arg(drivers_dir().join("psycopg_check.py"));
-    run_driver(&s, cmd, &with_copy(COMMON_CHECKS));
+    cmd.arg(drivers_dir().join(script));
+    run_driver(&s, cmd, &with_copy_and_pipeline());
+}
+
+#[test]
+fn psycopg() {
+    python_driver("psycopg", "python3-psycopg", "psycopg_check.py");
 }
 
 #[test]
 fn asyncpg() {
-    require(
-        python().args(["-c", "import asyncpg"]),
-        "asyncpg",
-        "python3-asyncpg",
-    );
-    let s = setup();
-    let mut cmd = python();
-    cmd.arg(drivers_dir().join("asyncpg_check.py"));
-    run_driver(&s, cmd, &with_copy(COMMON_CHECKS));
+    python_driver("asyncpg", "python3-asyncpg", "asyncpg_check.py");
 }
 
 #[test]
@@ -241,10 +241,7 @@ fn node_postgres() {
     let s = setup();
     let mut cmd = Command::new("node");
     cmd.current_dir(&dir).arg("check.js");
-    // node-postgres has no COPY of its own (that is the pg-copy-streams package).
-    let mut checks = COMMON_CHECKS.to_vec();
-    checks.retain(|c| *c != "pipeline");
-    run_driver(&s, cmd, &checks);
+    run_driver(&s, cmd, COMMON_CHECKS);
 }
 
 /// Where Debian's libpostgresql-jdbc-java puts the driver.
@@ -266,5 +263,5 @@ fn pgjdbc() {
     let mut cmd = Command::new("java");
     cmd.args(["-cp", PGJDBC_JAR])
         .arg(drivers_dir().join("jdbc/DriverCheck.java"));
-    run_driver(&s, cmd, &with_copy(COMMON_CHECKS));
+    run_driver(&s, cmd, &with_copy_and_pipeline());
 }

@@ -85,6 +85,25 @@ fn psql_as(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Output
         .expect("run psql")
 }
 
+/// Runs `sql` with psql as `app` on `app` directly against PostgreSQL (not through
+/// pgring) and returns its trimmed stdout; panics with the output on failure.
+fn app_psql(pg: &PgCluster, sql: &str) -> String {
+    let out = psql_as(pg.port(), USER, PASSWORD, DB, sql);
+    assert!(out.status.success(), "psql {sql:?} on the server: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Asks `sql` through pgring `times` times, one new client each, and checks each answer.
+fn assert_answers(pgring: &Pgring, sql: &str, want: &str, times: usize, after: &str) {
+    for i in 0..times {
+        let out = psql_as(pgring.port(), USER, PASSWORD, DB, sql);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == want,
+            "client {i} after {after}, {sql:?}: {out:?}"
+        );
+    }
+}
+
 /// Runs `sql` with psql through pgring and returns stdout; panics with stderr on failure.
 fn psql_ok(pgring: &Pgring, sql: &str) -> String {
     let out = psql_as(pgring.port(), USER, PASSWORD, DB, sql);
@@ -552,11 +571,7 @@ fn garbage_after_login_gets_protocol_error() {
 #[test]
 fn client_vanishing_mid_transaction_never_leaks_its_transaction() {
     let pg = cluster();
-    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
-        .args(["-c", "create table t(x int)"])
-        .output()
-        .unwrap();
-    assert!(create.status.success(), "{create:?}");
+    app_psql(&pg, "create table t(x int)");
     // default_pool_size = 2 over 2 shards: one server connection per shard.
     let pgring = pgring(&pg, "", "");
 
@@ -618,11 +633,7 @@ fn client_vanishing_mid_transaction_never_leaks_its_transaction() {
         },
     );
     assert_eq!(pg.psql("select 1").trim(), "1");
-    let count = psql_cmd(pg.port(), USER, PASSWORD, DB)
-        .args(["-c", "select count(*) from t"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "0");
+    assert_eq!(app_psql(&pg, "select count(*) from t"), "0");
 }
 
 #[test]
@@ -835,11 +846,7 @@ fn read_until(s: &mut TcpStream, tag: u8, what: &str) {
 #[test]
 fn client_vanishing_mid_copy_loses_nothing() {
     let pg = cluster();
-    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
-        .args(["-c", "create table t(x int)"])
-        .output()
-        .unwrap();
-    assert!(create.status.success(), "{create:?}");
+    app_psql(&pg, "create table t(x int)");
     // One server connection in all, so every client after the vanished one gets it.
     let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
 
@@ -856,13 +863,7 @@ fn client_vanishing_mid_copy_loses_nothing() {
     a.write_all(&copy_data).unwrap();
     a.shutdown(Shutdown::Both).unwrap();
     drop(a);
-    for i in 0..3 {
-        let out = psql_as(pgring.port(), USER, PASSWORD, DB, "select count(*) from t");
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0",
-            "client {i} after the COPY FROM STDIN: {out:?}"
-        );
-    }
+    assert_answers(&pgring, "select count(*) from t", "0", 3, "the COPY FROM STDIN");
 
     // COPY TO STDOUT: the server is still sending rows when the client goes.
     let mut b = raw_login(pgring.port());
@@ -877,13 +878,7 @@ fn client_vanishing_mid_copy_loses_nothing() {
     read_until(&mut b, b'd', "COPY TO STDOUT");
     b.shutdown(Shutdown::Both).unwrap();
     drop(b);
-    for i in 0..3 {
-        let out = psql_as(pgring.port(), USER, PASSWORD, DB, "select 41 + 1");
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "42",
-            "client {i} after the COPY TO STDOUT: {out:?}"
-        );
-    }
+    assert_answers(&pgring, "select 41 + 1", "42", 3, "the COPY TO STDOUT");
 
     // Neither COPY is left running on the server.
     wait_until(
@@ -904,11 +899,7 @@ fn client_vanishing_mid_copy_loses_nothing() {
 #[test]
 fn client_vanishing_before_sync_leaves_nothing_behind() {
     let pg = cluster();
-    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
-        .args(["-c", "create table t(x int)"])
-        .output()
-        .unwrap();
-    assert!(create.status.success(), "{create:?}");
+    app_psql(&pg, "create table t(x int)");
     let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
 
     // Parse, Bind, Execute of an INSERT and a Flush, but no Sync: the server has run the
@@ -929,24 +920,14 @@ fn client_vanishing_before_sync_leaves_nothing_behind() {
     a.shutdown(Shutdown::Both).unwrap();
     drop(a);
 
-    for i in 0..3 {
-        let out = psql_as(
-            pgring.port(),
-            USER,
-            PASSWORD,
-            DB,
-            "select count(*), txid_current_if_assigned() is null from t",
-        );
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0|t",
-            "client {i} after the unsynced INSERT: {out:?}"
-        );
-    }
-    let direct = psql_cmd(pg.port(), USER, PASSWORD, DB)
-        .args(["-c", "select count(*) from t"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), "0");
+    assert_answers(
+        &pgring,
+        "select count(*), txid_current_if_assigned() is null from t",
+        "0|t",
+        3,
+        "the unsynced INSERT",
+    );
+    assert_eq!(app_psql(&pg, "select count(*) from t"), "0");
     assert_still_serves(&pgring);
 }
 
@@ -955,11 +936,7 @@ fn client_vanishing_while_queued_for_a_server_loses_nothing() {
     let pg = PgCluster::start_with(&[("log_statement", "all")]);
     pg.create_role(USER, PASSWORD, "");
     pg.create_database(DB, USER);
-    let create = psql_cmd(pg.port(), USER, PASSWORD, DB)
-        .args(["-c", "create table t(x int)"])
-        .output()
-        .unwrap();
-    assert!(create.status.success(), "{create:?}");
+    app_psql(&pg, "create table t(x int)");
     // One shard, one server connection: A's transaction holds it, B queues behind.
     let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
     let mut a = raw_login(pgring.port());
