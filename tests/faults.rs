@@ -863,7 +863,13 @@ fn client_vanishing_mid_copy_loses_nothing() {
     a.write_all(&copy_data).unwrap();
     a.shutdown(Shutdown::Both).unwrap();
     drop(a);
-    assert_answers(&pgring, "select count(*) from t", "0", 3, "the COPY FROM STDIN");
+    assert_answers(
+        &pgring,
+        "select count(*) from t",
+        "0",
+        3,
+        "the COPY FROM STDIN",
+    );
 
     // COPY TO STDOUT: the server is still sending rows when the client goes.
     let mut b = raw_login(pgring.port());
