@@ -186,14 +186,17 @@ fn run_driver(s: &Setup, mut cmd: Command, checks: &[&str]) {
 }
 
 /// Debian's interpreter, whose dist-packages hold python3-psycopg and python3-asyncpg
-/// (a `python3` earlier in PATH may be another installation without them).
+/// (a `python3` earlier in PATH may be another installation without them). It writes no
+/// `__pycache__` into the source tree.
 fn python() -> Command {
     let system = Path::new("/usr/bin/python3");
-    Command::new(if system.exists() {
+    let mut cmd = Command::new(if system.exists() {
         system
     } else {
         Path::new("python3")
-    })
+    });
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
 }
 
 /// The common checks plus COPY and `pipeline` (a pipeline, an executemany or a batch:

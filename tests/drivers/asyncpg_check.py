@@ -1,27 +1,18 @@
 """asyncpg (its own implementation of the protocol, binary formats) through pgring: run
 by tests/drivers.rs.
 
-Settings come from the environment (see tests/drivers.rs); every check prints
+Settings come from the environment (driver_settings.py); every check prints
 "ok <name>" when it passed, and any failure raises, so the exit status is non-zero.
 """
 
 import asyncio
 import datetime
-import os
 import ssl
 import time
 
 import asyncpg
 
-HOST = os.environ["PGRING_HOST"]
-PORT = int(os.environ["PGRING_PORT"])
-USER = os.environ["PGRING_USER"]
-PASSWORD = os.environ["PGRING_PASSWORD"]
-TX_DB = os.environ["PGRING_TX_DB"]
-SESSION_DB = os.environ["PGRING_SESSION_DB"]
-CA = os.environ["PGRING_CA"]
-FOREIGN_CA = os.environ["PGRING_FOREIGN_CA"]
-CLIENTS = int(os.environ.get("PGRING_CLIENTS", "16"))
+from driver_settings import CA, CLIENTS, FOREIGN_CA, HOST, PASSWORD, PORT, SESSION_DB, TX_DB, USER, check
 
 # verify-full: the chain to the test CA and the host name.
 TLS = ssl.create_default_context(cafile=CA)
@@ -34,11 +25,6 @@ async def connect(db=TX_DB, **kwargs):
     return await asyncpg.connect(
         host=HOST, port=PORT, user=USER, password=PASSWORD, database=db, ssl=TLS, timeout=10, **kwargs
     )
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 async def tls():

@@ -1,10 +1,9 @@
 """psycopg 3 (libpq underneath) through pgring: run by tests/drivers.rs.
 
-Settings come from the environment (see tests/drivers.rs); every check prints
+Settings come from the environment (driver_settings.py); every check prints
 "ok <name>" when it passed, and any failure raises, so the exit status is non-zero.
 """
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,15 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg import errors
 
-HOST = os.environ["PGRING_HOST"]
-PORT = os.environ["PGRING_PORT"]
-USER = os.environ["PGRING_USER"]
-PASSWORD = os.environ["PGRING_PASSWORD"]
-TX_DB = os.environ["PGRING_TX_DB"]
-SESSION_DB = os.environ["PGRING_SESSION_DB"]
-CA = os.environ["PGRING_CA"]
-FOREIGN_CA = os.environ["PGRING_FOREIGN_CA"]
-CLIENTS = int(os.environ.get("PGRING_CLIENTS", "16"))
+from driver_settings import CA, CLIENTS, FOREIGN_CA, HOST, PASSWORD, PORT, SESSION_DB, TX_DB, USER, check
 
 
 def connect(db=TX_DB, ca=CA, **kwargs):
@@ -39,11 +30,6 @@ def connect(db=TX_DB, ca=CA, **kwargs):
         connect_timeout=10,
         **kwargs,
     )
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
 
 
 def tls():
