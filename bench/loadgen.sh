@@ -20,7 +20,7 @@
 #   KEEP_ON_FAILURE=1               keep the temp folder (logs, configs) when something fails
 #
 # What it does (see bench/README.md, "loadgen benchmark"):
-#   1. scripts/install-deps.sh; cargo build --release --locked -p pgring -p loadgen;
+#   1. scripts/install-deps.sh --no-drivers; cargo build --release --locked -p pgring -p loadgen;
 #   2. an ECDSA P-256 CA and server certificate (openssl), a throwaway PostgreSQL with TLS
 #      on, roles app (md5 from the poolers' userlist), app_scram (SCRAM verifier in the
 #      userlist), app_aq (not in the userlist: auth_query) and pgring_auth;
@@ -112,7 +112,7 @@ done
 
 BENCH_T0=$SECONDS
 log "installing dependencies when missing (scripts/install-deps.sh)"
-scripts/install-deps.sh >&2
+scripts/install-deps.sh --no-drivers >&2
 command -v openssl >/dev/null || die "openssl is needed for the certificates (apt-get install openssl)"
 
 log "building pgring and loadgen (cargo build --release --locked -p pgring -p loadgen)"

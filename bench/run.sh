@@ -14,7 +14,7 @@
 #   KEEP_ON_FAILURE=1            keep the temp folder (logs, configs) when something fails
 #
 # What it does (see bench/README.md):
-#   1. scripts/install-deps.sh; cargo build --release --locked -p pgring;
+#   1. scripts/install-deps.sh --no-drivers; cargo build --release --locked -p pgring;
 #   2. a throwaway PostgreSQL (temp folder, free port, max_connections 300, fsync off,
 #      SCRAM), role app/apppass owning database app, `pgbench -i -s SCALE` directly;
 #   3. pgring (one shard per core) and PgBouncer with the same pool settings: transaction
@@ -90,7 +90,7 @@ total_runs=$((${#WORKLOADS[@]} * ROUNDS * ${#TARGETS[@]}))
 log "benchmark: ${#WORKLOADS[@]} workloads x $ROUNDS round(s) x ${#TARGETS[@]} targets x ${SECONDS_PER_RUN}s = $total_runs runs, about $(((total_runs * (SECONDS_PER_RUN + 2) + 60) / 60)) min"
 
 log "installing dependencies when missing (scripts/install-deps.sh)"
-scripts/install-deps.sh >&2
+scripts/install-deps.sh --no-drivers >&2
 
 log "building pgring (cargo build --release --locked -p pgring)"
 cargo build --release --locked -p pgring >&2

@@ -6,7 +6,7 @@
 #   DEMO_SECONDS=30 scripts/demo.sh  # longer transaction run
 #
 # Steps:
-#   1. scripts/install-deps.sh (PostgreSQL, pgbench, psql, pgbouncer when missing);
+#   1. scripts/install-deps.sh --no-drivers (PostgreSQL, pgbench, psql, pgbouncer when missing);
 #   2. cargo build --release --locked -p pgring -p loadgen;
 #   3. a PostgreSQL cluster in a temp folder on a free port, SCRAM authentication,
 #      role app (password apppass) owning database app;
@@ -30,7 +30,7 @@ POOL_SIZE=20
 LOADGEN=$PWD/target/release/loadgen
 
 log "installing dependencies when missing (scripts/install-deps.sh)"
-scripts/install-deps.sh >&2
+scripts/install-deps.sh --no-drivers >&2
 
 log "building pgring and loadgen (cargo build --release --locked -p pgring -p loadgen)"
 cargo build --release --locked -p pgring -p loadgen >&2

@@ -8,13 +8,24 @@
 #   - the client drivers of tests/drivers.rs: psycopg 3 and asyncpg (Debian's python3
 #     packages), pgjdbc with a JDK (its test is a single-file Java source), and
 #     node-postgres from npm at the version locked in tests/drivers/node (with Debian's
-#     nodejs and npm when there is no node at all).
+#     nodejs and npm when there is no node at all). `--no-drivers` leaves these out (the
+#     demo and the benchmarks do not use them).
 # Idempotent: runs `apt-get update` (once) only when something is missing. Uses sudo when
 # not root. Never starts services: Debian's own PostgreSQL cluster / pgbouncer service are
 # left alone if they exist, and nothing in the tests depends on them.
 set -euo pipefail
 
 log() { printf 'install-deps: %s\n' "$*"; }
+
+drivers=1
+case "${1:-}" in
+    --no-drivers) drivers=0 ;;
+    "") ;;
+    *)
+        log "unknown argument: $1 (the only one is --no-drivers)" >&2
+        exit 2
+        ;;
+esac
 
 missing=()
 
@@ -61,35 +72,37 @@ for tool in ss:iproute2 openssl:openssl; do
     fi
 done
 
-# Debian's interpreter: its dist-packages are where python3-psycopg/asyncpg install.
-for module in psycopg:python3-psycopg asyncpg:python3-asyncpg; do
-    if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null; then
-        log "python ${module%%:*}: found"
+if ((drivers)); then
+    # Debian's interpreter: its dist-packages are where python3-psycopg/asyncpg install.
+    for module in psycopg:python3-psycopg asyncpg:python3-asyncpg; do
+        if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null; then
+            log "python ${module%%:*}: found"
+        else
+            log "python ${module%%:*}: missing"
+            missing+=("${module#*:}")
+        fi
+    done
+
+    if [[ -f /usr/share/java/postgresql.jar ]]; then
+        log "pgjdbc: found"
     else
-        log "python ${module%%:*}: missing"
-        missing+=("${module#*:}")
+        log "pgjdbc: missing"
+        missing+=(libpostgresql-jdbc-java)
     fi
-done
+    # `java File.java` compiles in memory: it needs a JDK's compiler, not only a runtime.
+    if command -v javac >/dev/null 2>&1; then
+        log "JDK: found"
+    else
+        log "JDK: missing"
+        missing+=(default-jdk-headless)
+    fi
 
-if [[ -f /usr/share/java/postgresql.jar ]]; then
-    log "pgjdbc: found"
-else
-    log "pgjdbc: missing"
-    missing+=(libpostgresql-jdbc-java)
-fi
-# `java File.java` compiles in memory: it needs a JDK's compiler, not only a runtime.
-if command -v javac >/dev/null 2>&1; then
-    log "JDK: found"
-else
-    log "JDK: missing"
-    missing+=(default-jdk-headless)
-fi
-
-if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-    log "node and npm: found"
-else
-    log "node and npm: missing"
-    missing+=(nodejs npm)
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+        log "node and npm: found"
+    else
+        log "node and npm: missing"
+        missing+=(nodejs npm)
+    fi
 fi
 
 # node-postgres, from npm into tests/drivers/node/node_modules, as package-lock.json says.
@@ -111,7 +124,7 @@ install_node_postgres() {
 
 if ((${#missing[@]} == 0)); then
     log "no packages to install"
-    install_node_postgres
+    if ((drivers)); then install_node_postgres; fi
     exit 0
 fi
 
@@ -156,5 +169,5 @@ log "apt-get update"
 log "apt-get install ${missing[*]}"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"
-install_node_postgres
+if ((drivers)); then install_node_postgres; fi
 log "done"
