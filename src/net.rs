@@ -89,14 +89,15 @@ pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<Listener> {
 /// kernel gives it.
 pub fn unix_client(accepted: OwnedFd) -> io::Result<(Stream, Option<u32>)> {
     let uid = peer_uid(accepted.as_raw_fd());
-    let socket = readiness::Socket::new(accepted, Family::Unix)?;
+    // Listener::accept hands out non-blocking sockets.
+    let socket = readiness::Socket::from_nonblocking(accepted, Family::Unix)?;
     Ok((Stream::Plain(socket), uid))
 }
 
-/// Turns a connected TCP socket (accepted, or connected by the caller) into a [`Stream`]
-/// on this executor, with the standard options.
-pub fn tcp_stream(connected: OwnedFd, keepalive: Keepalive) -> io::Result<Stream> {
-    let socket = readiness::Socket::new(connected, Family::Tcp)?;
+/// Turns a TCP connection accepted by [`readiness::Listener::accept`] (non-blocking
+/// already) into a [`Stream`] on this executor, with the standard options.
+pub fn tcp_stream(accepted: OwnedFd, keepalive: Keepalive) -> io::Result<Stream> {
+    let socket = readiness::Socket::from_nonblocking(accepted, Family::Tcp)?;
     tune_tcp(&socket.sock_ref(), keepalive)?;
     Ok(Stream::Plain(socket))
 }

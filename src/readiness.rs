@@ -509,11 +509,23 @@ impl Socket {
     /// Registers a connected stream socket with the current executor's poller (and makes
     /// it non-blocking).
     pub fn new(fd: OwnedFd, family: Family) -> io::Result<Socket> {
+        SockRef::from(&fd).set_nonblocking(true)?;
         Socket::register(fd, family, false)
     }
 
+    /// [`new`](Self::new) for a socket that is non-blocking already: one accepted by
+    /// [`Listener::accept`] or made with `SOCK_NONBLOCK`. Saves the `fcntl` that `new`
+    /// spends to make sure, once per client login.
+    pub fn from_nonblocking(fd: OwnedFd, family: Family) -> io::Result<Socket> {
+        Socket::register(fd, family, false)
+    }
+
+    /// Registers `fd`, which must be non-blocking (checked in debug builds).
     fn register(fd: OwnedFd, family: Family, connecting: bool) -> io::Result<Socket> {
-        SockRef::from(&fd).set_nonblocking(true)?;
+        debug_assert!(
+            SockRef::from(&fd).nonblocking().unwrap_or(false),
+            "a blocking socket would stall the whole shard"
+        );
         let poller = Poller::current()?;
         let token = poller.register(fd.as_raw_fd(), connecting)?;
         Ok(Socket {
@@ -559,7 +571,7 @@ impl Socket {
         let socket =
             socket2::Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
         socket.connect(&SockAddr::unix(path)?)?;
-        Socket::new(socket.into(), Family::Unix)
+        Socket::from_nonblocking(socket.into(), Family::Unix)
     }
 
     pub fn family(&self) -> Family {
