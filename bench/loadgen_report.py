@@ -264,7 +264,7 @@ def ratio(a, b, digits=2):
 
 
 def goals(agg):
-    """(goal, pgring, pgbouncer measured, pgbouncer per the issue, met) rows."""
+    """(goal, pgring, pgbouncer measured, pgbouncer reference figure, met) rows."""
     rows = []
 
     def add(label, workload, key, issue, limit, fmt, lower_is_better=True):
@@ -338,9 +338,9 @@ def markdown(meta, agg, pgbench, json_path, plots_dir, note):
         L.append(f"- Raw numbers: [{json_path}]({os.path.relpath(json_path, 'bench')})")
     L.append("")
 
-    L.append("### Where pgring stands against the goals of the issues")
+    L.append("### Where pgring stands against its goals")
     L.append("")
-    L.append("| goal | pgring | PgBouncer, this run | PgBouncer per the issue | pgring meets it |")
+    L.append("| goal | pgring | PgBouncer, this run | PgBouncer, reference figure | pgring meets it |")
     L.append("|---|---:|---:|---:|---|")
     for g in goals(agg):
         L.append("| " + " | ".join(g) + " |")
@@ -352,7 +352,7 @@ def markdown(meta, agg, pgbench, json_path, plots_dir, note):
     )
     L.append("")
 
-    # Auth and TLS resumption, the two other issues.
+    # Auth and TLS resumption.
     L.append("### Logins per CPU-second of the pooler (SCRAM from the auth_file, from auth_query; TLS resumption)")
     L.append("")
     L.append("| workload | pgring logins / CPU-s | PgBouncer logins / CPU-s | pgring / PgBouncer CPU per login | TLS resumed (pgring, PgBouncer) |")
