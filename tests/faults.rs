@@ -311,11 +311,16 @@ struct QueryResult {
     status: u8,
 }
 
-/// Sends a simple Query and reads up to its ReadyForQuery.
-fn simple_query(s: &mut TcpStream, sql: &str) -> QueryResult {
+/// Sends a simple Query without waiting for anything.
+fn send_query(s: &mut TcpStream, sql: &str) {
     let mut out = BytesMut::new();
     frontend::query(sql, &mut out).unwrap();
     s.write_all(&out).unwrap();
+}
+
+/// Sends a simple Query and reads up to its ReadyForQuery.
+fn simple_query(s: &mut TcpStream, sql: &str) -> QueryResult {
+    send_query(s, sql);
     let mut result = QueryResult {
         rows: Vec::new(),
         error: None,
@@ -647,9 +652,7 @@ fn backend_dying_mid_query_gives_08006_and_others_keep_working() {
     assert_eq!(r.status, b'T', "{r:?}");
 
     let mut victim = raw_login(pgring.port());
-    let mut out = BytesMut::new();
-    frontend::query("select pg_sleep(30)", &mut out).unwrap();
-    victim.write_all(&out).unwrap();
+    send_query(&mut victim, "select pg_sleep(30)");
 
     let started = Instant::now();
     wait_until(Duration::from_secs(10), "pg_sleep(30) killed", || {
@@ -812,9 +815,7 @@ fn client_vanishing_mid_query_never_leaks_its_answer() {
     // One server connection in all, so the next client gets the same one.
     let pgring = pgring(&pg, "shards = 1\ndefault_pool_size = 1", "");
     let mut a = raw_login(pgring.port());
-    let mut out = BytesMut::new();
-    frontend::query("select 'answer for A' from pg_sleep(0.3)", &mut out).unwrap();
-    a.write_all(&out).unwrap();
+    send_query(&mut a, "select 'answer for A' from pg_sleep(0.3)");
     a.shutdown(Shutdown::Both).unwrap();
     drop(a);
     for i in 0..4 {
@@ -852,15 +853,13 @@ fn client_vanishing_mid_copy_loses_nothing() {
 
     // COPY FROM STDIN: the server waits for more rows when the client goes.
     let mut a = raw_login(pgring.port());
-    let mut out = BytesMut::new();
-    frontend::query("COPY t FROM STDIN", &mut out).unwrap();
-    a.write_all(&out).unwrap();
+    send_query(&mut a, "COPY t FROM STDIN");
     read_until(&mut a, b'G', "COPY FROM STDIN");
-    let row = b"1\n";
-    let mut copy_data = vec![b'd'];
-    copy_data.extend_from_slice(&(4 + row.len() as u32).to_be_bytes());
-    copy_data.extend_from_slice(row);
-    a.write_all(&copy_data).unwrap();
+    let mut out = BytesMut::new();
+    frontend::CopyData::new(&b"1\n"[..])
+        .unwrap()
+        .write(&mut out);
+    a.write_all(&out).unwrap();
     a.shutdown(Shutdown::Both).unwrap();
     drop(a);
     assert_answers(
@@ -873,13 +872,10 @@ fn client_vanishing_mid_copy_loses_nothing() {
 
     // COPY TO STDOUT: the server is still sending rows when the client goes.
     let mut b = raw_login(pgring.port());
-    let mut out = BytesMut::new();
-    frontend::query(
+    send_query(
+        &mut b,
         "COPY (SELECT g FROM generate_series(1, 3000000) g) TO STDOUT",
-        &mut out,
-    )
-    .unwrap();
-    b.write_all(&out).unwrap();
+    );
     read_until(&mut b, b'H', "COPY TO STDOUT");
     read_until(&mut b, b'd', "COPY TO STDOUT");
     b.shutdown(Shutdown::Both).unwrap();
@@ -950,9 +946,7 @@ fn client_vanishing_while_queued_for_a_server_loses_nothing() {
     assert_eq!(r.status, b'T', "{r:?}");
 
     let mut b = raw_login(pgring.port());
-    let mut out = BytesMut::new();
-    frontend::query("INSERT INTO t VALUES (2)", &mut out).unwrap();
-    b.write_all(&out).unwrap();
+    send_query(&mut b, "INSERT INTO t VALUES (2)");
     // B waits (no answer), then gives up and goes away.
     b.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();

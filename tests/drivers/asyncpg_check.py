@@ -12,7 +12,19 @@ import time
 
 import asyncpg
 
-from driver_settings import CA, CLIENTS, FOREIGN_CA, HOST, PASSWORD, PORT, SESSION_DB, TX_DB, USER, check
+from driver_settings import (
+    CA,
+    CLIENTS,
+    FOREIGN_CA,
+    HOST,
+    PASSWORD,
+    PORT,
+    SESSION_DB,
+    TX_DB,
+    USER,
+    check,
+    expect_sqlstate_async,
+)
 
 # verify-full: the chain to the test CA and the host name.
 TLS = ssl.create_default_context(cafile=CA)
@@ -88,23 +100,11 @@ async def transactions():
 async def errors():
     conn = await connect()
     try:
-        try:
-            await conn.fetchval("SELECT 1/0")
-            raise AssertionError("division by zero did not fail")
-        except asyncpg.exceptions.DivisionByZeroError as e:
-            check(e.sqlstate == "22012", e.sqlstate)
+        await expect_sqlstate_async("22012", conn.fetchval("SELECT 1/0"))
         tx = conn.transaction()
         await tx.start()
-        try:
-            await conn.execute("INSERT INTO asyncpg_items VALUES (1, 'duplicate')")
-            raise AssertionError("the duplicate key was accepted")
-        except asyncpg.exceptions.UniqueViolationError as e:
-            check(e.sqlstate == "23505", e.sqlstate)
-        try:
-            await conn.fetchval("SELECT 1")
-            raise AssertionError("a failed transaction accepted a statement")
-        except asyncpg.exceptions.InFailedSQLTransactionError as e:
-            check(e.sqlstate == "25P02", e.sqlstate)
+        await expect_sqlstate_async("23505", conn.execute("INSERT INTO asyncpg_items VALUES (1, 'duplicate')"))
+        await expect_sqlstate_async("25P02", conn.fetchval("SELECT 1"))
         await tx.rollback()
         check(await conn.fetchval("SELECT 2") == 2, "after the errors")
     finally:

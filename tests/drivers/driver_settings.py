@@ -17,3 +17,31 @@ def check(cond, what):
     """Fails the program with `what` unless `cond` holds."""
     if not cond:
         raise AssertionError(what)
+
+
+def _sqlstate_of(error, state):
+    got = getattr(error, "sqlstate", None)
+    if got is None:
+        raise error
+    check(got == state, f"expected SQLSTATE {state}, got {got}: {error}")
+
+
+def expect_sqlstate(state, run):
+    """Calls `run()`, which must fail with SQLSTATE `state` (psycopg's and asyncpg's
+    errors carry it as `.sqlstate`)."""
+    try:
+        run()
+    except Exception as e:  # noqa: BLE001 - any driver error; others are re-raised
+        _sqlstate_of(e, state)
+        return
+    raise AssertionError(f"expected SQLSTATE {state}, the statement succeeded")
+
+
+async def expect_sqlstate_async(state, awaitable):
+    """`expect_sqlstate` for an awaitable."""
+    try:
+        await awaitable
+    except Exception as e:  # noqa: BLE001 - any driver error; others are re-raised
+        _sqlstate_of(e, state)
+        return
+    raise AssertionError(f"expected SQLSTATE {state}, the statement succeeded")
