@@ -88,6 +88,11 @@ impl ReadBuf {
         }
     }
 
+    /// Changes the most the buffer may grow to.
+    pub fn set_ceiling(&mut self, ceiling: usize) {
+        self.ceiling = ceiling;
+    }
+
     /// The same buffer, bytes and storage, under another ceiling (a connection's bytes
     /// moving to a layer with its own limit, such as a TLS session).
     pub fn with_ceiling(mut self, ceiling: usize) -> Self {

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 
 use crate::config::ServerAddress;
 use crate::protocol::backend::{self, Severity};
+use crate::protocol::session::SessionFault;
 use crate::protocol::{sqlstate, ProtocolError};
 
 /// Who caused an error: decides logging and whether the server connection survives.
@@ -104,8 +105,53 @@ impl SessionError {
         backend::error_response(out, Severity::Fatal, &self.sqlstate, &self.message, None);
     }
 
+    /// A session timeout expired (the server, if any, is closed).
+    pub fn timeout(which: crate::protocol::session::Timeout) -> Self {
+        use crate::protocol::session::Timeout;
+        let (code, message) = match which {
+            Timeout::Query => (
+                sqlstate::QUERY_CANCELED,
+                "query_timeout: the query ran too long",
+            ),
+            Timeout::IdleTransaction => (
+                sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                "idle_transaction_timeout: the transaction was idle too long",
+            ),
+            Timeout::ClientIdle => (
+                sqlstate::IDLE_SESSION_TIMEOUT,
+                "client_idle_timeout: the client was idle too long",
+            ),
+        };
+        SessionError::new(Fault::Limit, code, message)
+    }
+
     /// Whether the client should be told (it is not when the client itself is gone).
     pub fn client_reachable(&self) -> bool {
         !(self.fault == Fault::Client && self.sqlstate == sqlstate::CONNECTION_FAILURE)
+    }
+}
+
+impl From<SessionFault> for SessionError {
+    fn from(fault: SessionFault) -> Self {
+        match fault {
+            SessionFault::Client(e) => SessionError::client_protocol(e),
+            SessionFault::TooLongToInspect { .. } => SessionError::new(
+                Fault::Client,
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                fault.to_string(),
+            ),
+            SessionFault::SyncInCopyData => SessionError::new(
+                Fault::Client,
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "{fault}: with prepared statements tracked, pgring cannot tell whether \
+                     the server answers it"
+                ),
+            ),
+            SessionFault::Server(e) => SessionError::server_protocol(e),
+            SessionFault::Desync(d) => {
+                SessionError::new(Fault::Server, sqlstate::PROTOCOL_VIOLATION, d.to_string())
+            }
+        }
     }
 }

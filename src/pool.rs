@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::clock::CoarseInstant;
 use crate::config::{PoolMode, ServerAddress};
 use crate::error::{Fault, SessionError};
+use crate::protocol::session::prepared::StatementRegistry;
 use crate::protocol::sqlstate;
 use crate::server::{self, ConnectOptions, ServerConn, ServerCredential, ServerTarget};
 
@@ -173,6 +174,8 @@ pub struct Pool {
     welcome: RefCell<Option<Welcome>>,
     /// The latest failed connection attempt, for `server_login_retry`.
     last_login_failure: RefCell<Option<(Instant, SessionError)>>,
+    /// The named statements of the pool's clients, one per distinct query.
+    pub statements: Rc<StatementRegistry>,
 }
 
 /// A client queued for a connection: the pool's [`Offer`] to it.
@@ -319,6 +322,7 @@ impl Pool {
             waiters: RefCell::new(VecDeque::new()),
             welcome: RefCell::new(None),
             last_login_failure: RefCell::new(None),
+            statements: Rc::new(StatementRegistry::default()),
         });
         limits.pools.borrow_mut().push(Rc::downgrade(&pool));
         pool
@@ -544,12 +548,17 @@ impl Pool {
         }
     }
 
-    /// Returns a connection that is quiet (no transaction, nothing owed).
+    /// Returns a connection that is quiet (no transaction, nothing owed). One handed
+    /// straight to a waiting client gets the checks an idle one gets when it is taken
+    /// (bytes left unread, closed by the server); one parked idle gets them when taken.
     pub fn release(&self, conn: Box<ServerConn>) {
         let now = CoarseInstant::now();
         conn.last_used.set(now);
         let lifetime = self.settings.borrow().server_lifetime;
-        if !lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime {
+        if (!lifetime.is_zero() && now.saturating_duration_since(conn.created) >= lifetime)
+            || !conn.rbuf.is_empty()
+            || conn.statements.is_poisoned()
+        {
             self.discard(conn);
             return;
         }
@@ -559,6 +568,10 @@ impl Pool {
             return;
         }
         let mut conn = conn;
+        if !self.waiters.borrow().is_empty() && conn.stream.closed_or_unsolicited() {
+            self.discard(conn);
+            return;
+        }
         loop {
             let Some(waiter) = self.waiters.borrow_mut().pop_front() else {
                 break;

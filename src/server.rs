@@ -84,6 +84,8 @@ pub struct ServerConn {
     pub last_used: Cell<CoarseInstant>,
     /// Where it is, for sending cancel requests.
     pub address: Rc<ServerAddress>,
+    /// The named statements pgring has prepared on it (transaction pooling).
+    pub statements: crate::protocol::session::prepared::ServerStatements,
 }
 
 impl ServerConn {
@@ -442,6 +444,7 @@ pub async fn connect(
             created: CoarseInstant::now(),
             last_used: Cell::new(CoarseInstant::now()),
             address,
+            statements: Default::default(),
         });
         login(&mut conn, target, credential).await?;
         Ok(conn)

@@ -1,16 +1,17 @@
-//! The pooling loop of a logged-in client.
+//! The pooling loop of a logged-in client: the shell that runs the session machine.
 //!
 //! ```text
-//!            client bytes                         server bytes
-//!   client ──────────────► scan tags ──► server ────────────► scan Z/S ──► client
-//!              (attach a server first        (ReadyForQuery: ask TxTracker whether
-//!               when none is attached)        the server goes back to the pool)
+//!   client bytes ──► protocol::session::Session::handle_client ──► write plan to server
+//!                      (NeedServer: attach one first; Release: give it back)
+//!   server bytes ──► protocol::session::Session::handle_server ──► write plan to client
 //! ```
 //!
-//! Bytes are forwarded in the ranges they arrived in; only the frame boundaries are
-//! found. Invariant: a server connection leaves its client only when
-//! [`TxTracker`](crate::protocol::session::TxTracker) says it is quiet; in every other
-//! case (client gone mid-transaction, error, timeout) it is closed, never reused.
+//! Every protocol decision is the machine's ([`crate::protocol::session`]): what to
+//! forward, inject or answer, and when the server may leave. This module does the I/O,
+//! the pool's attach and release, the timers, and the end of the session. Invariant: a
+//! server connection leaves its client only when the machine says `Release` (quiet, at a
+//! message boundary both ways); in every other case (client gone mid-transaction, error,
+//! timeout) it is closed, never reused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,31 +27,31 @@ use crate::config::PoolMode;
 use crate::error::{Fault, SessionError};
 use crate::pool::Pool;
 use crate::protocol::backend;
-use crate::protocol::framing::{Framer, Step};
-use crate::protocol::session::{AfterReady, TxTracker};
-use crate::protocol::{sqlstate, tag, TxStatus};
+use crate::protocol::session::{self as machine, After, Attachment};
+use crate::protocol::{sqlstate, TxStatus};
 use crate::server::ServerConn;
 use crate::shard::Shard;
 
-/// What woke the loop while a server was attached.
+/// What woke the loop.
 enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
-    Timeout(&'static str),
+    Timeout,
     Shutdown,
 }
 
-/// Per-session settings, read once at login.
+/// Per-session settings the shell keeps, read once at login.
 struct Limits {
-    mode: PoolMode,
-    client_idle_timeout: Duration,
-    idle_transaction_timeout: Duration,
-    query_timeout: Duration,
     reset_query: String,
     reset_always: bool,
     log_disconnections: bool,
     log_errors: bool,
 }
+
+/// The largest client message a session with tracked statements reads whole (a named
+/// Parse carries its query text). The buffer grows to it only while such a message is
+/// in flight and is given back while the client is idle.
+const TRACKED_INSPECT_CEILING: usize = 1024 * 1024;
 
 /// Runs the session of a logged-in client to its end; `slot` counts it against
 /// `max_client_conn` until then.
@@ -66,7 +67,7 @@ pub(super) fn run(
     login: LoggedIn,
     slot: Option<ClientSlot>,
 ) -> impl Future<Output = ()> {
-    let mut session = Session::new(shard, login, slot);
+    let mut session = Session::new(shard, &mut conn, login, slot);
     async move {
         let result = session.pump(&mut conn).await;
         // Boxed, and taking the result along, so that nothing but the pump's state sits
@@ -80,13 +81,12 @@ struct Session {
     /// The login's outcome: the pool, the client's parameters, its cancel slot.
     login: LoggedIn,
     limits: Limits,
-    tracker: TxTracker,
-    client_framer: Framer,
+    machine: Box<machine::Session>,
     /// Boxed: a pointer to move between the pool and the session, and 8 bytes in an
     /// idle session instead of the connection's state.
     server: Option<Box<ServerConn>>,
-    /// When the oldest unanswered request was sent (for `query_timeout`).
-    query_started: Option<Instant>,
+    /// Where plans that mix input and pgring's own bytes are gathered to be written.
+    gather: Vec<u8>,
     shutdown: oneshot::Receiver<()>,
     /// The client's place under `max_client_conn`, given back when the session is dropped.
     _slot: Option<ClientSlot>,
@@ -95,11 +95,29 @@ struct Session {
 impl Session {
     /// Reads the settings the session keeps (a reload applies to later sessions) and
     /// registers for the shard's shutdown notice.
-    fn new(shard: Rc<Shard>, login: LoggedIn, slot: Option<ClientSlot>) -> Session {
+    fn new(
+        shard: Rc<Shard>,
+        conn: &mut ClientConn,
+        login: LoggedIn,
+        slot: Option<ClientSlot>,
+    ) -> Session {
         let config = shard.config();
         let user_cfg = config.users.get(&login.pool.key.user);
-        let limits = Limits {
-            mode: login.pool.mode(),
+        let mode = login.pool.mode();
+        let max_prepared_statements = config.pooler.max_prepared_statements as usize;
+        let tracked = mode != PoolMode::Session && max_prepared_statements > 0;
+        let inspect_ceiling = if tracked {
+            let ceiling = TRACKED_INSPECT_CEILING.min(config.pooler.max_packet_size as usize + 5);
+            conn.rbuf.set_ceiling(ceiling.max(super::LOGIN_CEILING));
+            ceiling.max(super::LOGIN_CEILING)
+        } else {
+            super::LOGIN_CEILING
+        };
+        let settings = machine::Settings {
+            mode,
+            max_prepared_statements,
+            max_message_len: config.pooler.max_packet_size as usize,
+            inspect_ceiling,
             client_idle_timeout: user_cfg
                 .and_then(|u| u.client_idle_timeout)
                 .unwrap_or(config.pooler.client_idle_timeout),
@@ -109,23 +127,28 @@ impl Session {
             query_timeout: user_cfg
                 .and_then(|u| u.query_timeout)
                 .unwrap_or(config.pooler.query_timeout),
+        };
+        let limits = Limits {
             reset_query: config.pooler.server_reset_query.clone(),
             reset_always: config.pooler.server_reset_query_always,
             log_disconnections: config.pooler.log_disconnections,
             log_errors: config.pooler.log_pooler_errors,
         };
-        let client_framer = Framer::new(config.pooler.max_packet_size as usize);
         drop(config);
+        let machine = Box::new(machine::Session::new(
+            settings,
+            Some(login.pool.statements.clone()),
+            login.cancel.key().process_id,
+        ));
         let (shutdown_tx, shutdown) = oneshot::channel();
         login.cancel.set_shutdown(shutdown_tx);
         Session {
             shard,
             login,
             limits,
-            tracker: TxTracker::default(),
-            client_framer,
+            machine,
             server: None,
-            query_started: None,
+            gather: Vec::new(),
             shutdown,
             _slot: slot,
         }
@@ -175,69 +198,40 @@ impl Session {
             }
         }
     }
+
     /// Forwards traffic until the client leaves (`Ok` with the reason) or an error ends
     /// the session.
     async fn pump(&mut self, conn: &mut ClientConn) -> Result<&'static str, SessionError> {
         loop {
-            // 1. Whatever the client sent: forward it, attaching a server first.
-            let (forward, terminate) = self.scan_client(conn.rbuf.data())?;
-            log::trace!(
-                "client: {} bytes buffered, {forward} to forward, terminate={terminate}, attached={}",
-                conn.rbuf.len(),
-                self.server.is_some()
-            );
-            if forward > 0 {
-                if self.server.is_none() {
-                    // The common case needs no await: an idle server that already shows
-                    // the client's parameters.
-                    match self.login.pool.take_ready() {
-                        Some(server) if self.login.params.matches(&server.params) => {
-                            self.attached(server)
-                        }
-                        ready => Box::pin(self.attach(ready)).await?,
-                    }
+            // 1. Whatever the client sent, as far as the machine takes it.
+            if !conn.rbuf.is_empty() {
+                if let Some(reason) = self.forward_client(conn).await? {
+                    return Ok(reason);
                 }
-                let server = self.server.as_mut().expect("attached just above");
-                if let Err(e) = server
-                    .stream
-                    .write_all_flushed(&conn.rbuf.data()[..forward])
-                    .await
-                {
-                    self.drop_server();
-                    return Err(SessionError::server_io(e));
-                }
-                conn.rbuf.consume(forward);
-            }
-            if terminate {
-                return Ok("client sent Terminate");
             }
 
             // 2. Wait for the next event.
-            if self.server.is_none() {
-                if self.shard.is_shutting_down() {
-                    return Err(shutting_down());
-                }
-                conn.rbuf.release_if_idle();
-                let limit = self.limits.client_idle_timeout;
-                let timeout = (!limit.is_zero()).then_some((limit, "client_idle_timeout"));
-                let event = wait(conn, None, timeout, Some(&mut self.shutdown)).await;
-                match event {
-                    Event::Client(Ok(0)) | Event::Client(Err(_)) => {
-                        return Ok("client closed the connection")
-                    }
-                    Event::Client(Ok(_)) => continue,
-                    Event::Timeout(what) => return Err(timeout_error(what)),
-                    Event::Shutdown => return Err(shutting_down()),
-                    Event::Server(_) => unreachable!("no server attached"),
-                }
+            let attached = self.server.is_some();
+            if !attached && self.shard.is_shutting_down() {
+                return Err(shutting_down());
             }
-
-            let timeout = self.attached_timeout();
-            let server = self.server.as_mut().expect("checked above");
-            let event = wait(conn, Some(server), timeout, None).await;
+            if !attached {
+                conn.rbuf.release_if_idle();
+            }
+            let timeout = self.machine.poll_timeout(Instant::now());
+            let read_client = !self.machine.backlogged();
+            let shutdown = (!attached).then_some(&mut self.shutdown);
+            let event = wait(
+                conn,
+                self.server.as_deref_mut(),
+                read_client,
+                timeout,
+                shutdown,
+            )
+            .await;
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => {
-                    return Ok("client closed the connection");
+                    return Ok("client closed the connection")
                 }
                 Event::Client(Ok(_)) => {}
                 Event::Server(Ok(0)) => {
@@ -249,127 +243,127 @@ impl Session {
                     return Err(SessionError::server_io(e));
                 }
                 Event::Server(Ok(_)) => self.forward_server(conn).await?,
-                Event::Timeout(what) => {
-                    self.drop_server();
-                    return Err(timeout_error(what));
+                Event::Timeout => {
+                    if let Some(which) = self.machine.handle_timeout(Instant::now()) {
+                        self.drop_server();
+                        return Err(SessionError::timeout(which));
+                    }
                 }
-                Event::Shutdown => unreachable!("not awaited while attached"),
+                Event::Shutdown => return Err(shutting_down()),
             }
         }
     }
 
-    /// Finds how many leading client bytes can go to the server, and whether a Terminate
-    /// follows them. Records every request in the tracker.
-    fn scan_client(&mut self, data: &[u8]) -> Result<(usize, bool), SessionError> {
-        let mut pos = 0;
+    /// Runs the client's buffered bytes through the machine and writes its plans;
+    /// `Some(reason)` when the client said Terminate.
+    async fn forward_client(
+        &mut self,
+        conn: &mut ClientConn,
+    ) -> Result<Option<&'static str>, SessionError> {
         loop {
-            let step = self
-                .client_framer
-                .step(&data[pos..], |t| t == tag::TERMINATE)
-                .map_err(SessionError::client_protocol)?;
-            let (msg_tag, len) = match step {
-                Step::Message { tag, len, .. } => (Some(tag), len),
-                Step::Partial { tag, len } => (tag, len),
-                Step::NeedMore => return Ok((pos, false)),
-            };
-            if msg_tag == Some(tag::TERMINATE) {
-                return Ok((pos, true));
-            }
-            if let Some(t) = msg_tag {
-                if self.tracker.owed_ready() == 0 && !self.limits.query_timeout.is_zero() {
-                    self.query_started = Some(Instant::now());
+            let step = self.machine.handle_client(conn.rbuf.data(), Instant::now);
+            let (used, after) = match step {
+                Ok(step) => step,
+                Err(fault) => {
+                    self.drop_server();
+                    return Err(fault.into());
                 }
-                self.tracker.on_client_message(t);
+            };
+            log::trace!(
+                "client: {} bytes buffered, {used} used, {after:?}, attached={}",
+                conn.rbuf.len(),
+                self.server.is_some()
+            );
+            if !self.machine.to_server().is_empty() {
+                let server = self
+                    .server
+                    .as_mut()
+                    .expect("the machine plans for a server only when attached");
+                let bytes = self
+                    .machine
+                    .to_server()
+                    .bytes(conn.rbuf.data(), &mut self.gather);
+                if let Err(e) = server.stream.write_all_flushed(bytes).await {
+                    self.drop_server();
+                    return Err(SessionError::server_io(e));
+                }
             }
-            pos += len;
+            if !self.machine.to_client().is_empty() {
+                // pgring's own answers (a ParseComplete or CloseComplete in their place).
+                let mut scratch = Vec::new();
+                let bytes = self.machine.to_client().bytes(&[], &mut scratch).to_vec();
+                conn.write_all(&bytes).await?;
+            }
+            conn.rbuf.consume(used);
+            match after {
+                After::Continue => return Ok(None),
+                After::Terminate => return Ok(Some("client sent Terminate")),
+                After::Release => {
+                    self.detach();
+                    return Ok(None);
+                }
+                After::NeedServer => {
+                    // The common case needs no await: an idle server that already shows
+                    // the client's parameters.
+                    match self.login.pool.take_ready() {
+                        Some(server) if self.login.params.matches(&server.params) => {
+                            self.attached(server)
+                        }
+                        ready => Box::pin(self.attach(ready)).await?,
+                    }
+                }
+                After::RefuseTransactionBlock => unreachable!("only server input refuses"),
+            }
         }
     }
 
-    /// Forwards what the server sent, up to a point where the server is released.
+    /// Runs what the server sent through the machine and writes it to the client, then
+    /// releases the server or refuses a transaction block when the machine says so.
     async fn forward_server(&mut self, conn: &mut ClientConn) -> Result<(), SessionError> {
-        let mode = self.limits.mode;
         let Session {
             server,
-            tracker,
+            machine,
             login,
-            query_started,
             shard,
+            gather,
             ..
         } = self;
         let server = server
             .as_deref_mut()
             .expect("called with a server attached");
-        let ServerConn {
-            rbuf,
-            framer,
-            params: server_params,
-            ..
-        } = server;
-        let data = rbuf.data();
-        let mut pos = 0;
-        // Where the answer to the latest request starts (just past the previous
-        // ReadyForQuery): what statement mode replaces with its refusal.
-        let mut answer_start = 0;
-        let mut after = AfterReady::Keep;
-        loop {
-            let step = framer
-                .step(&data[pos..], |t| {
-                    t == tag::READY_FOR_QUERY || t == tag::PARAMETER_STATUS
-                })
-                .map_err(SessionError::server_protocol)?;
-            match step {
-                Step::Message {
-                    tag: tag::READY_FOR_QUERY,
-                    body,
-                    len,
-                } => {
-                    let status = backend::parse_ready_for_query(body)
-                        .map_err(SessionError::server_protocol)?;
-                    pos += len;
-                    shard.queries.set(shard.queries.get() + 1);
-                    if status == TxStatus::Idle {
-                        shard.transactions.set(shard.transactions.get() + 1);
-                    }
-                    after = tracker.on_ready_for_query(status, mode);
-                    if tracker.owed_ready() == 0 {
-                        *query_started = None;
-                    }
-                    if after != AfterReady::Keep {
-                        break;
-                    }
-                    answer_start = pos;
-                }
-                Step::Message {
-                    tag: tag::PARAMETER_STATUS,
-                    body,
-                    len,
-                } => {
-                    let (name, value) = backend::parse_parameter_status(body)
-                        .map_err(SessionError::server_protocol)?;
-                    login.params.set(name, value);
-                    server_params.set(name, value);
-                    pos += len;
-                }
-                Step::Message { len, .. } | Step::Partial { len, .. } => pos += len,
-                Step::NeedMore => break,
+        let (used, after) = match machine.handle_server(server.rbuf.data()) {
+            Ok(step) => step,
+            Err(fault) => {
+                self.drop_server();
+                return Err(fault.into());
             }
+        };
+        let data = server.rbuf.data();
+        for &(start, end) in machine.parameter_status() {
+            let (name, value) = backend::parse_parameter_status(&data[start..end])
+                .map_err(SessionError::server_protocol)?;
+            login.params.set(name, value);
+            server.params.set(name, value);
         }
-        if after == AfterReady::StatementModeViolation {
-            let result = conn.write_all(&data[..answer_start]).await;
-            rbuf.consume(pos);
-            result?;
-            return Box::pin(self.refuse_transaction_block(conn)).await;
-        }
+        let (readies, idle) = machine.readies();
+        shard.queries.set(shard.queries.get() + u64::from(readies));
+        shard
+            .transactions
+            .set(shard.transactions.get() + u64::from(idle));
         log::trace!(
-            "server: {} bytes buffered, {pos} to forward, {after:?}, owed={}",
-            data.len(),
-            tracker.owed_ready()
+            "server: {} bytes buffered, {used} used, {after:?}",
+            data.len()
         );
-        let result = conn.write_all(&data[..pos]).await;
-        rbuf.consume(pos);
+        let bytes = machine.to_client().bytes(data, gather);
+        let result = conn.write_all(bytes).await;
+        server.rbuf.consume(used);
         result?;
-        if after == AfterReady::Release {
-            self.detach();
+        match after {
+            After::Release => self.detach(),
+            After::RefuseTransactionBlock => {
+                return Box::pin(self.refuse_transaction_block(conn)).await
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -386,17 +380,19 @@ impl Session {
             sqlstate::FEATURE_NOT_SUPPORTED,
             "transaction blocks not allowed in statement pooling mode",
         );
-        if self.tracker.owed_ready() > 0 {
+        let more_in_flight =
+            self.server.as_ref().is_some_and(|s| !s.rbuf.is_empty()) || self.machine.owes();
+        if more_in_flight {
             self.drop_server();
             return Err(refusal);
         }
         let mut server = self.server.take().expect("called with a server attached");
+        server.statements = self.machine.refused();
         self.login.cancel.set_server(None);
         match server.run_internal("ROLLBACK").await {
             Ok(()) => self.login.pool.release(server),
             Err(_) => self.login.pool.discard(server),
         }
-        self.tracker = TxTracker::default();
         let mut out = bytes::BytesMut::new();
         backend::error_response(
             &mut out,
@@ -407,33 +403,6 @@ impl Session {
         );
         backend::ready_for_query(&mut out, TxStatus::Idle);
         conn.write_all(&out).await
-    }
-
-    /// Which timeout applies while a server is attached, and how long is left.
-    fn attached_timeout(&self) -> Option<(Duration, &'static str)> {
-        if self.tracker.owed_ready() > 0 {
-            let limit = self.limits.query_timeout;
-            if limit.is_zero() {
-                return None;
-            }
-            let started = self.query_started.unwrap_or_else(Instant::now);
-            let left = limit
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_millis(1));
-            return Some((left, "query_timeout"));
-        }
-        if self.tracker.status() != TxStatus::Idle
-            && !self.limits.idle_transaction_timeout.is_zero()
-        {
-            return Some((
-                self.limits.idle_transaction_timeout,
-                "idle_transaction_timeout",
-            ));
-        }
-        if !self.limits.client_idle_timeout.is_zero() {
-            return Some((self.limits.client_idle_timeout, "client_idle_timeout"));
-        }
-        None
     }
 
     /// Takes a server from the pool (unless one is given) and aligns its parameters with
@@ -459,16 +428,21 @@ impl Session {
     }
 
     /// Makes `server` (aligned) this client's server.
-    fn attached(&mut self, server: Box<ServerConn>) {
+    fn attached(&mut self, mut server: Box<ServerConn>) {
         self.login
             .cancel
             .set_server(Some((server.backend_key, server.address.clone())));
+        self.machine.attach(Attachment {
+            statements: std::mem::take(&mut server.statements),
+            backend_pid: server.backend_key.process_id,
+        });
         self.server = Some(server);
     }
 
     /// Gives the attached (quiet) server back to the pool.
     fn detach(&mut self) {
-        if let Some(server) = self.server.take() {
+        if let Some(mut server) = self.server.take() {
+            server.statements = self.machine.detach();
             self.login.cancel.set_server(None);
             if self.limits.reset_always && !self.limits.reset_query.is_empty() {
                 // Reset before anyone else sees it; runs on its own task so this client
@@ -485,6 +459,7 @@ impl Session {
     /// Closes the attached server: it may be mid-transaction or broken.
     fn drop_server(&mut self) {
         if let Some(server) = self.server.take() {
+            self.machine.detach();
             self.login.cancel.set_server(None);
             self.login.pool.discard(server);
         }
@@ -492,15 +467,17 @@ impl Session {
 
     /// At the end of the session: a quiet server is reset and pooled, any other closed.
     async fn finish(&mut self) {
-        let Some(server) = self.server.take() else {
+        let Some(mut server) = self.server.take() else {
             return;
         };
         self.login.cancel.set_server(None);
-        if !self.tracker.is_quiet() {
+        let quiet = self.machine.is_quiet();
+        server.statements = self.machine.detach();
+        if !quiet {
             self.login.pool.discard(server);
             return;
         }
-        let reset = self.limits.mode == PoolMode::Session || self.limits.reset_always;
+        let reset = self.login.pool.mode() == PoolMode::Session || self.limits.reset_always;
         if reset && !self.limits.reset_query.is_empty() {
             reset_and_release(
                 self.login.pool.clone(),
@@ -516,7 +493,10 @@ impl Session {
 
 async fn reset_and_release(pool: Rc<Pool>, mut server: Box<ServerConn>, sql: String) {
     match server.run_internal(&sql).await {
-        Ok(()) => pool.release(server),
+        Ok(()) => {
+            server.statements.after_reset_query(&sql);
+            pool.release(server)
+        }
         Err(e) => {
             log::warn!(
                 "{}/{}: server_reset_query failed, closing the server connection: {e}",
@@ -528,9 +508,10 @@ async fn reset_and_release(pool: Rc<Pool>, mut server: Box<ServerConn>, sql: Str
     }
 }
 
-/// Waits for the next event of a session: bytes from the client, from its server (when
-/// one is attached), the timeout that applies, or the shard's shutdown notice (when
-/// idle). Polled in that order, so that data is never passed over for a timer.
+/// Waits for the next event of a session: bytes from the client (unless it is not to
+/// be read), from its server (when one is attached), the timeout that applies, or the
+/// shard's shutdown notice (when idle). Polled in that order, so that data is never
+/// passed over for a timer.
 ///
 /// A hand-written `poll_fn` rather than `async` blocks joined with `or`: this wait sits in
 /// the future of every connected client, and each async block keeps its own copy of what
@@ -538,28 +519,31 @@ async fn reset_and_release(pool: Rc<Pool>, mut server: Box<ServerConn>, sql: Str
 fn wait<'a>(
     conn: &'a mut ClientConn,
     mut server: Option<&'a mut ServerConn>,
-    timeout: Option<(Duration, &'static str)>,
+    read_client: bool,
+    timeout: Option<Duration>,
     mut shutdown: Option<&'a mut oneshot::Receiver<()>>,
 ) -> impl Future<Output = Event> + 'a {
-    let mut timer = timeout.map(|(limit, what)| (glommio::timer::Timer::new(limit), what));
+    let mut timer = timeout.map(glommio::timer::Timer::new);
     futures_lite::future::poll_fn(move |cx| {
         // An idle client keeps no buffer while it waits; one in the middle of a
         // transaction, and its server, keep theirs until the transaction ends.
-        let client_read = match server {
-            None => conn.rbuf.poll_fill(cx, &mut conn.stream),
-            Some(_) => conn.rbuf.poll_fill_keeping(cx, &mut conn.stream),
-        };
-        if let Poll::Ready(read) = client_read {
-            return Poll::Ready(Event::Client(read));
+        if read_client {
+            let client_read = match server {
+                None => conn.rbuf.poll_fill(cx, &mut conn.stream),
+                Some(_) => conn.rbuf.poll_fill_keeping(cx, &mut conn.stream),
+            };
+            if let Poll::Ready(read) = client_read {
+                return Poll::Ready(Event::Client(read));
+            }
         }
         if let Some(server) = server.as_deref_mut() {
             if let Poll::Ready(read) = server.rbuf.poll_fill_keeping(cx, &mut server.stream) {
                 return Poll::Ready(Event::Server(read));
             }
         }
-        if let Some((timer, what)) = &mut timer {
+        if let Some(timer) = &mut timer {
             if Pin::new(timer).poll(cx).is_ready() {
-                return Poll::Ready(Event::Timeout(what));
+                return Poll::Ready(Event::Timeout);
             }
         }
         if let Some(shutdown) = shutdown.as_deref_mut() {
@@ -570,24 +554,6 @@ fn wait<'a>(
         }
         Poll::Pending
     })
-}
-
-fn timeout_error(what: &'static str) -> SessionError {
-    let (code, message) = match what {
-        "query_timeout" => (
-            sqlstate::QUERY_CANCELED,
-            "query_timeout: the query ran too long",
-        ),
-        "idle_transaction_timeout" => (
-            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
-            "idle_transaction_timeout: the transaction was idle too long",
-        ),
-        _ => (
-            sqlstate::IDLE_SESSION_TIMEOUT,
-            "client_idle_timeout: the client was idle too long",
-        ),
-    };
-    SessionError::new(Fault::Limit, code, message)
 }
 
 fn shutting_down() -> SessionError {

@@ -207,6 +207,9 @@ pub struct PoolerConfig {
     pub ignore_startup_parameters: Vec<String>,
     /// Largest protocol message accepted from a client or server, in bytes.
     pub max_packet_size: u32,
+    /// Named prepared statements kept per server connection in transaction and
+    /// statement pooling (0: named statements are not tracked).
+    pub max_prepared_statements: u32,
 
     pub tcp_keepalive: bool,
     /// `Duration::ZERO` = the OS default.

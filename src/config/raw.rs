@@ -179,6 +179,7 @@ impl Default for PoolerConfig {
             shutdown_timeout: Duration::from_secs(30),
             ignore_startup_parameters: Vec::new(),
             max_packet_size: 64 * 1024 * 1024,
+            max_prepared_statements: 200,
             tcp_keepalive: true,
             tcp_keepidle: Duration::ZERO,
             tcp_keepintvl: Duration::ZERO,
@@ -290,6 +291,7 @@ struct RawPooler {
 
     ignore_startup_parameters: Option<Vec<String>>,
     max_packet_size: Option<Spanned<u32>>,
+    max_prepared_statements: Option<u32>,
 
     tcp_keepalive: Option<bool>,
     tcp_keepidle: Option<Seconds>,
@@ -990,6 +992,9 @@ impl Ctx<'_> {
             }
             p.max_packet_size = v.into_inner();
         }
+        if let Some(v) = r.max_prepared_statements {
+            p.max_prepared_statements = v;
+        }
         if let Some(v) = r.verbose {
             if *v.get_ref() > 2 {
                 return Err(self.invalid(
@@ -1217,6 +1222,10 @@ pub(super) fn render(config: &Config) -> String {
         toml_array(&p.ignore_startup_parameters),
     );
     kv("max_packet_size", p.max_packet_size.to_string());
+    kv(
+        "max_prepared_statements",
+        p.max_prepared_statements.to_string(),
+    );
     kv("tcp_keepalive", p.tcp_keepalive.to_string());
     kv("tcp_keepidle", secs(p.tcp_keepidle));
     kv("tcp_keepintvl", secs(p.tcp_keepintvl));

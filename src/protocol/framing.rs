@@ -48,6 +48,38 @@ impl Framer {
         self.remaining == 0
     }
 
+    /// Reads the header of the message at the front of `buf` (at a boundary): its tag and
+    /// its whole length, header included, checked against the limit. `None` until the
+    /// five header bytes are there.
+    pub fn header(&self, buf: &[u8]) -> Result<Option<(u8, usize)>, ProtocolError> {
+        debug_assert!(self.at_boundary());
+        let Some(header) = buf.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let tag = header[0];
+        let declared = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        if declared < 4 {
+            return Err(ProtocolError::BadLength { tag, len: declared });
+        }
+        let body_len = (declared - 4) as usize;
+        if body_len > self.max_message_len {
+            return Err(ProtocolError::MessageTooLong {
+                tag,
+                len: body_len,
+                max: self.max_message_len,
+            });
+        }
+        Ok(Some((tag, HEADER_LEN + body_len)))
+    }
+
+    /// The caller handled the first bytes of a message itself and streams the rest:
+    /// `remaining` bytes of it are still to come, handed out by [`Framer::step`] as
+    /// [`Step::Partial`] pieces.
+    pub fn stream_rest(&mut self, remaining: usize) {
+        debug_assert!(self.at_boundary());
+        self.remaining = remaining;
+    }
+
     /// Looks at the front of `buf`. `inspect(tag)` says whether the caller needs the
     /// message whole; if not, and it is not all there, it is streamed in pieces. The caller
     /// advances its buffer by the `len` of the returned step.

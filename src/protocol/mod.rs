@@ -6,8 +6,10 @@
 //!
 //! ```text
 //!   client bytes ──► startup::decode_startup ──► StartupPacket (login phase)
-//!   client bytes ──► framing::Framer ──► tags ──► session::TxTracker (may we release?)
-//!   server bytes ──► framing::Framer ──► Z/S/E/K ──► session::TxTracker, ParameterStatus
+//!   client bytes ──► session::Session::handle_client ──► plan for the server (forward,
+//!                    inject a Parse, rename a statement) and pgring's own answers
+//!   server bytes ──► session::Session::handle_server ──► plan for the client (forward,
+//!                    swallow), ParameterStatus, and whether the server may be released
 //!   pgring's own replies ◄── backend::* / frontend::* encoders
 //! ```
 //!
@@ -91,6 +93,7 @@ pub mod sqlstate {
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 
 /// The transaction status byte of ReadyForQuery.

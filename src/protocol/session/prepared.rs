@@ -1,0 +1,304 @@
+//! Named prepared statements across the server connections of a pool.
+//!
+//! In transaction pooling a client's next transaction may run on another server, where
+//! the statements it prepared do not exist. pgring therefore never lets a client's
+//! statement name reach a server: every named Parse is recorded under the client's name
+//! ([`ClientStatements`]) and mapped to one [`Statement`] per distinct query (text and
+//! parameter types) in the pool ([`StatementRegistry`]), which has a name of pgring's own
+//! (`pgring_<n>`). Each server connection remembers which of those it has prepared
+//! ([`ServerStatements`], at most `max_prepared_statements`, least recently used evicted
+//! with a Close); a Bind or Describe that needs a statement the server lacks is preceded
+//! by a Parse pgring injects. So the same query text from many clients is prepared once
+//! per server connection, whatever each client calls it.
+//!
+//! Nothing here does I/O; the session machine decides when to inject and what to
+//! swallow, and the pipeline undoes what the server skipped.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::tag;
+
+/// What server-side statement names start with. A client name with this prefix that
+/// pgring does not know is altered before it reaches the server, so that a client can
+/// never name another client's statement.
+pub const SERVER_NAME_PREFIX: &str = "pgring_";
+
+/// One distinct query (text and parameter types), as servers of the pool know it.
+pub struct Statement {
+    pub id: u64,
+    /// The server-side name, `pgring_<id>`.
+    pub name: Box<str>,
+    /// The whole Parse message that prepares it under `name`, ready to inject.
+    pub parse: Bytes,
+}
+
+impl std::fmt::Debug for Statement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Statement({})", self.name)
+    }
+}
+
+impl Statement {
+    /// The bytes this statement keeps (the Parse message and the name).
+    pub fn footprint(&self) -> usize {
+        self.parse.len() + self.name.len() + std::mem::size_of::<Statement>()
+    }
+}
+
+/// Counters of a pool's prepared-statement traffic (PgBouncer's names).
+#[derive(Debug, Default)]
+pub struct PreparedCounts {
+    /// Named Parse messages from clients.
+    pub client_parses: Cell<u64>,
+    /// Parse messages sent to servers (a client's, or injected).
+    pub server_parses: Cell<u64>,
+    /// Bind messages of named statements.
+    pub binds: Cell<u64>,
+}
+
+/// The distinct statements of one pool, shared by its clients (one thread, no lock).
+#[derive(Default)]
+pub struct StatementRegistry {
+    by_key: std::cell::RefCell<HashMap<Bytes, std::rc::Weak<Statement>>>,
+    next_id: Cell<u64>,
+    pub counts: PreparedCounts,
+}
+
+impl StatementRegistry {
+    /// The statement for the Parse body `body` (name, query, parameter types), found or
+    /// made. `name_len` is the length of the client's name (without its terminator).
+    pub fn intern(&self, body: &[u8], name_len: usize) -> Rc<Statement> {
+        let key = &body[name_len + 1..];
+        let mut map = self.by_key.borrow_mut();
+        if let Some(found) = map.get(key).and_then(std::rc::Weak::upgrade) {
+            return found;
+        }
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            // Forget statements nobody holds any more (amortised: at each doubling).
+            map.retain(|_, weak| weak.strong_count() > 0);
+        }
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        let name: Box<str> = format!("{SERVER_NAME_PREFIX}{id}").into();
+        let mut parse = BytesMut::with_capacity(5 + name.len() + 1 + key.len());
+        parse.put_u8(tag::PARSE);
+        parse.put_u32((4 + name.len() + 1 + key.len()) as u32);
+        parse.put_slice(name.as_bytes());
+        parse.put_u8(0);
+        parse.put_slice(key);
+        let parse = parse.freeze();
+        let key = parse.slice(5 + name.len() + 1..);
+        // The registry's key shares the message's bytes; its entry is a Weak, dropped
+        // lazily once nobody holds the statement.
+        let statement = Rc::new(Statement { id, name, parse });
+        map.insert(key, Rc::downgrade(&statement));
+        statement
+    }
+
+    /// Statements some client or server still holds.
+    pub fn live(&self) -> usize {
+        self.by_key
+            .borrow()
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+/// A client's statements by the names it gave them.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Box<[u8]>, Rc<Statement>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Rc<Statement>> {
+        self.by_name.get(name)
+    }
+
+    pub fn insert(&mut self, name: &[u8], statement: Rc<Statement>) {
+        self.by_name.insert(name.into(), statement);
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Rc<Statement>> {
+        self.by_name.remove(name)
+    }
+
+    /// Forgets `name` if it still stands for `statement`.
+    pub fn remove_if(&mut self, name: &[u8], statement: &Rc<Statement>) {
+        if self
+            .by_name
+            .get(name)
+            .is_some_and(|s| Rc::ptr_eq(s, statement))
+        {
+            self.by_name.remove(name);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// The statements one server connection has prepared (or has been sent a Parse for),
+/// with their last use, for least-recently-used eviction. Travels with the connection.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    entries: HashMap<u64, (Rc<Statement>, u64)>,
+    /// A use counter: the stamp of the latest use.
+    clock: u64,
+    /// Uses at or after this stamp are part of the batch in flight (since the last
+    /// Sync): their statements are not evicted, as closing a statement also closes the
+    /// portals made from it.
+    batch_start: u64,
+    /// The server dropped statements pgring cannot name (SQL `DEALLOCATE`): it must not
+    /// be reused.
+    poisoned: bool,
+}
+
+impl ServerStatements {
+    pub fn contains(&self, statement: &Statement) -> bool {
+        self.entries.contains_key(&statement.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Marks a use of a statement the server has.
+    pub fn touch(&mut self, statement: &Statement) {
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(&statement.id) {
+            entry.1 = self.clock;
+        }
+    }
+
+    pub fn insert(&mut self, statement: Rc<Statement>) {
+        self.clock += 1;
+        self.entries.insert(statement.id, (statement, self.clock));
+    }
+
+    pub fn remove(&mut self, statement: &Statement) {
+        self.entries.remove(&statement.id);
+    }
+
+    /// A Sync went out: later uses start a new batch.
+    pub fn end_batch(&mut self) {
+        self.batch_start = self.clock + 1;
+    }
+
+    /// The least recently used statement outside the batch in flight, taken out, when
+    /// the connection holds `max` or more.
+    pub fn evict_for_one_more(&mut self, max: usize) -> Option<Rc<Statement>> {
+        if self.entries.len() < max {
+            return None;
+        }
+        let (&id, _) = self
+            .entries
+            .iter()
+            .filter(|(_, (_, used))| *used < self.batch_start)
+            .min_by_key(|(_, (_, used))| *used)?;
+        self.entries.remove(&id).map(|(s, _)| s)
+    }
+
+    /// The server dropped all its prepared statements (`DISCARD ALL`, `DEALLOCATE ALL`).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// pgring ran `sql` (`server_reset_query`) on the server: what it did to the
+    /// statements. `DISCARD ALL` and `DEALLOCATE ALL` drop them all; any other
+    /// `DEALLOCATE` drops some pgring cannot name.
+    pub fn after_reset_query(&mut self, sql: &str) {
+        let words: Vec<String> = sql
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let drops_all = words
+            .windows(2)
+            .any(|w| (w[0] == "DISCARD" || w[0] == "DEALLOCATE") && w[1] == "ALL");
+        if drops_all {
+            self.clear();
+        } else if words.iter().any(|w| w == "DEALLOCATE") {
+            self.poison();
+        }
+    }
+
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+}
+
+/// The position of the first NUL in `bytes`.
+pub fn cstr_end(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == 0)
+}
+
+/// Appends a ParseComplete or CloseComplete (empty messages) to `out`.
+pub fn empty_message(out: &mut BytesMut, tag: u8) {
+    out.put_u8(tag);
+    out.put_u32(4);
+}
+
+/// Appends a Close of a prepared statement.
+pub fn close_statement(out: &mut BytesMut, name: &str) {
+    out.put_u8(tag::CLOSE);
+    out.put_u32((4 + 1 + name.len() + 1) as u32);
+    out.put_u8(b'S');
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+}
+
+/// Appends a Describe of a prepared statement.
+pub fn describe_statement(out: &mut BytesMut, name: &[u8]) {
+    out.put_u8(tag::DESCRIBE);
+    out.put_u32((4 + 1 + name.len() + 1) as u32);
+    out.put_u8(b'S');
+    out.put_slice(name);
+    out.put_u8(0);
+}
+
+/// Appends the head of a Bind with the statement name replaced: tag, length (for a body
+/// of `rest_len` bytes after the two names), portal and statement names. The rest of
+/// the client's Bind follows unchanged.
+pub fn bind_head(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest_len: usize) {
+    out.put_u8(tag::BIND);
+    out.put_u32((4 + portal.len() + 1 + statement.len() + 1 + rest_len) as u32);
+    out.put_slice(portal);
+    out.put_u8(0);
+    out.put_slice(statement);
+    out.put_u8(0);
+}
+
+/// What a client may not name on a server: an unknown name that looks like one of
+/// pgring's gets a character no server-side name has, so the server answers "does not
+/// exist" for it (with the client's name in sight).
+pub fn shielded_unknown_name(name: &[u8]) -> Option<Vec<u8>> {
+    if !name.starts_with(SERVER_NAME_PREFIX.as_bytes()) {
+        return None;
+    }
+    let mut altered = name.to_vec();
+    altered.push(b'?');
+    Some(altered)
+}
