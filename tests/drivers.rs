@@ -14,8 +14,22 @@
 //! to the other shard), concurrent transactions that each check they kept one server
 //! session, and named prepared statements through a session-pooled database.
 //!
-//! The programs print `ok <check>` per check and exit non-zero on any failure; the tests
-//! require every check's line. The drivers are installed by `scripts/install-deps.sh`.
+//! Every driver runs at its default settings, prepared statements included: asyncpg's
+//! statement cache, psycopg's and pgjdbc's prepare thresholds, node-postgres's named
+//! queries, which pgring keeps track of in transaction pooling (`max_prepared_statements`,
+//! left at its default). The `prepared_tx` checks load that: 150 connections (50 for
+//! pgjdbc) on a transaction-pooled database of 5 server connections, each running a
+//! statement text shared by all connections and one of its own 20 times with other
+//! parameters, checking every result (psycopg also with `prepare_threshold=0`, pgjdbc also
+//! with `prepareThreshold=1`).
+//!
+//! The programs print `ok <check>` per check, run every check even after one failed
+//! (printing `FAIL <check>: <error>`), and exit non-zero on any failure; the tests require
+//! every check's line. The drivers are installed by `scripts/install-deps.sh`.
+//!
+//! `PGRING_DRIVERS_TX_DB=app_session` in the environment of `cargo test` runs the checks
+//! meant for transaction pooling through the session-pooled database instead, where named
+//! statements need no help from pgring: a way to check the driver programs themselves.
 
 #[path = "support/certs.rs"]
 mod certs;
@@ -29,8 +43,9 @@ use std::time::{Duration, Instant};
 use certs::Ca;
 use support::{free_port, PgCluster, Pgring};
 
-/// How long one driver program may run (a JVM compiling the source included).
-const DRIVER_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long one driver program may run: the JVM compiling the source, and hundreds of
+/// TLS and SCRAM logins, on two busy cores.
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The checks every program runs.
 const COMMON_CHECKS: &[&str] = &[
@@ -43,7 +58,11 @@ const COMMON_CHECKS: &[&str] = &[
     "cancel",
     "concurrent",
     "session_prepared",
+    "prepared_tx",
 ];
+
+/// The transaction-pooled database of the `prepared_tx` checks.
+const PREPARED_DB: &str = "app_prepared";
 
 struct Setup {
     _pg: PgCluster,
@@ -54,8 +73,9 @@ struct Setup {
 
 /// PostgreSQL with role `app`, and pgring in front of it: two shards, SCRAM from the
 /// auth_file, client TLS required with a certificate for `localhost` from a fresh CA,
-/// database `app` pooled by transaction over 4 server connections per shard and
-/// `app_session` (the same database) pooled by session.
+/// database `app` pooled by transaction over 4 server connections, `app_session` (the same
+/// database) pooled by session and `app_prepared` (the same again) pooled by transaction
+/// over 5 server connections (3 and 2 on the shards), for the `prepared_tx` checks.
 fn setup() -> Setup {
     let pg = PgCluster::start();
     pg.create_role("app", "apppass", "");
@@ -78,6 +98,8 @@ auth_type = "scram-sha-256"
 auth_file = "userlist.txt"
 pool_mode = "transaction"
 default_pool_size = 4
+# The prepared_tx checks open 150 connections at once.
+max_client_conn = 1000
 stats_period = 0
 # pgjdbc sends extra_float_digits at login.
 ignore_startup_parameters = ["extra_float_digits"]
@@ -88,6 +110,7 @@ client_tls_key_file = "server.key"
 [databases]
 app = {{ host = "127.0.0.1", port = {pgport}, dbname = "app" }}
 app_session = {{ host = "127.0.0.1", port = {pgport}, dbname = "app", pool_mode = "session" }}
+app_prepared = {{ host = "127.0.0.1", port = {pgport}, dbname = "app", pool_size = 5 }}
 "#
     );
     let ca_pem = ca.pem();
@@ -128,17 +151,25 @@ fn require(probe: &mut Command, driver: &str, package: &str) {
     );
 }
 
-/// Runs a driver program against `s` and checks that it passed every check in `checks`.
-fn run_driver(s: &Setup, mut cmd: Command, checks: &[&str]) {
+/// Runs a driver program against `s` and checks that it passed every check in `checks`;
+/// its `prepared_tx` checks open `prepared_clients` connections.
+fn run_driver(s: &Setup, mut cmd: Command, checks: &[&str], prepared_clients: u32) {
+    // The databases of the transaction-pooled checks, unless PGRING_DRIVERS_TX_DB names
+    // another one to run them against (see the top of this file).
+    let redirect = std::env::var("PGRING_DRIVERS_TX_DB").ok();
+    let tx_db = redirect.as_deref().unwrap_or("app");
+    let prepared_db = redirect.as_deref().unwrap_or(PREPARED_DB);
     cmd.env("PGRING_HOST", "localhost")
         .env("PGRING_PORT", s.pgring.port().to_string())
         .env("PGRING_USER", "app")
         .env("PGRING_PASSWORD", "apppass")
-        .env("PGRING_TX_DB", "app")
+        .env("PGRING_TX_DB", tx_db)
         .env("PGRING_SESSION_DB", "app_session")
+        .env("PGRING_PREPARED_DB", prepared_db)
         .env("PGRING_CA", &s.ca_file)
         .env("PGRING_FOREIGN_CA", &s.foreign_ca_file)
         .env("PGRING_CLIENTS", "16")
+        .env("PGRING_PREPARED_CLIENTS", prepared_clients.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -171,18 +202,22 @@ fn run_driver(s: &Setup, mut cmd: Command, checks: &[&str]) {
     let Some(status) = status else {
         panic!("{cmd:?} still running after {DRIVER_TIMEOUT:?}\n{report}");
     };
-    assert!(status.success(), "{cmd:?} failed ({status})\n{report}");
-    for check in checks {
-        assert!(
-            stdout.lines().any(|l| l == format!("ok {check}")),
-            "check {check} did not pass\n{report}"
-        );
-    }
+    let missing: Vec<&str> = checks
+        .iter()
+        .copied()
+        .filter(|check| !stdout.lines().any(|l| l == format!("ok {check}")))
+        .collect();
+    assert!(
+        status.success() && missing.is_empty(),
+        "{cmd:?} exited with {status}; checks that did not pass: {missing:?}\n{report}"
+    );
     // pgring said nothing about a protocol problem or a server connection in trouble.
     let log = s.pgring.log();
     for bad in ["protocol violation", "panicked", "ERROR"] {
         assert!(!log.contains(bad), "pgring logged {bad:?}:\n{log}");
     }
+    // The program's lines, for `cargo test --test drivers -- --show-output`.
+    println!("{stdout}");
 }
 
 /// Debian's interpreter, whose dist-packages hold python3-psycopg and python3-asyncpg
@@ -208,8 +243,10 @@ fn with_copy_and_pipeline() -> Vec<&'static str> {
     all
 }
 
-/// A driver test in Debian's Python: `module` must import, then `script` runs.
-fn python_driver(module: &str, package: &str, script: &str) {
+/// A driver test in Debian's Python: `module` must import, then `script` runs, which must
+/// pass `extra` checks too. Its `prepared_tx` checks open 150 connections from one event
+/// loop.
+fn python_driver(module: &str, package: &str, script: &str, extra: &[&'static str]) {
     require(
         python().args(["-c", &format!("import {module}")]),
         module,
@@ -218,17 +255,24 @@ fn python_driver(module: &str, package: &str, script: &str) {
     let s = setup();
     let mut cmd = python();
     cmd.arg(drivers_dir().join(script));
-    run_driver(&s, cmd, &with_copy_and_pipeline());
+    let mut checks = with_copy_and_pipeline();
+    checks.extend(extra);
+    run_driver(&s, cmd, &checks, 150);
 }
 
 #[test]
 fn psycopg() {
-    python_driver("psycopg", "python3-psycopg", "psycopg_check.py");
+    python_driver(
+        "psycopg",
+        "python3-psycopg",
+        "psycopg_check.py",
+        &["prepared_tx_threshold0"],
+    );
 }
 
 #[test]
 fn asyncpg() {
-    python_driver("asyncpg", "python3-asyncpg", "asyncpg_check.py");
+    python_driver("asyncpg", "python3-asyncpg", "asyncpg_check.py", &[]);
 }
 
 #[test]
@@ -244,7 +288,7 @@ fn node_postgres() {
     let s = setup();
     let mut cmd = Command::new("node");
     cmd.current_dir(&dir).arg("check.js");
-    run_driver(&s, cmd, COMMON_CHECKS);
+    run_driver(&s, cmd, COMMON_CHECKS, 150);
 }
 
 /// Where Debian's libpostgresql-jdbc-java puts the driver.
@@ -266,5 +310,8 @@ fn pgjdbc() {
     let mut cmd = Command::new("java");
     cmd.args(["-cp", PGJDBC_JAR])
         .arg(drivers_dir().join("jdbc/DriverCheck.java"));
-    run_driver(&s, cmd, &with_copy_and_pipeline());
+    // One thread per connection: 50 of them.
+    let mut checks = with_copy_and_pipeline();
+    checks.push("prepared_tx_threshold1");
+    run_driver(&s, cmd, &checks, 50);
 }

@@ -2,12 +2,14 @@
 by tests/drivers.rs.
 
 Settings come from the environment (driver_settings.py); every check prints
-"ok <name>" when it passed, and any failure raises, so the exit status is non-zero.
+"ok <name>" when it passed, or "FAIL <name>: <error>", and the next check runs; any
+failure makes the exit status non-zero.
 """
 
 import asyncio
 import datetime
 import ssl
+import sys
 import time
 
 import asyncpg
@@ -19,23 +21,28 @@ from driver_settings import (
     HOST,
     PASSWORD,
     PORT,
+    PREPARED_CLIENTS,
+    PREPARED_DB,
+    PREPARED_ROUNDS,
     SESSION_DB,
     TX_DB,
     USER,
+    all_clients,
     check,
     expect_sqlstate_async,
+    run_checks_async,
 )
 
 # verify-full: the chain to the test CA and the host name.
 TLS = ssl.create_default_context(cafile=CA)
 
 
-async def connect(db=TX_DB, **kwargs):
-    # Transaction pooling: no statement cache, so no named server-side statements, as
-    # with any pooler that does not track them.
-    kwargs.setdefault("statement_cache_size", 0)
+async def connect(db=TX_DB, timeout=10, **kwargs):
+    # asyncpg's defaults, its statement cache included (statement_cache_size=100): every
+    # statement it runs is a named server-side statement, which pgring keeps track of in
+    # transaction pooling.
     return await asyncpg.connect(
-        host=HOST, port=PORT, user=USER, password=PASSWORD, database=db, ssl=TLS, timeout=10, **kwargs
+        host=HOST, port=PORT, user=USER, password=PASSWORD, database=db, ssl=TLS, timeout=timeout, **kwargs
     )
 
 
@@ -208,8 +215,9 @@ async def concurrent():
 
 
 async def session_prepared():
-    # Session pooling keeps one server per client: asyncpg's statement cache works.
-    conn = await connect(db=SESSION_DB, statement_cache_size=100)
+    # Session pooling keeps one server per client: the statements asyncpg prepares stay
+    # on the server connection, where pg_prepared_statements shows them.
+    conn = await connect(db=SESSION_DB)
     try:
         stmt = await conn.prepare("SELECT $1::int + 1")
         for i in range(10):
@@ -220,9 +228,60 @@ async def session_prepared():
     print("ok session_prepared")
 
 
+# Run by every connection of prepared_tx, with different parameters each time.
+SHARED_SQL = "SELECT $1::int * 2 AS doubled, $2::text AS label"
+
+
+async def prepared_client(n):
+    # Many more connections than the pool's 5 server connections, each with statements
+    # from the default statement cache (named, prepared at their first execution): one
+    # text that every connection prepares, one of its own, each run PREPARED_ROUNDS times,
+    # alone or two in a transaction, on whichever server connection the pool hands out.
+    conn = await connect(db=PREPARED_DB, timeout=60)
+    try:
+        own_sql = f"SELECT $1::bigint - {n} AS v, 'client {n}'::text AS who"
+        for i in range(PREPARED_ROUNDS):
+            value, label = n * 1000 + i, f"c{n}-{i}"
+
+            async def both():
+                got = tuple(await conn.fetchrow(SHARED_SQL, value, label))
+                check(got == (2 * value, label), f"client {n} round {i}: shared statement gave {got}")
+                got = tuple(await conn.fetchrow(own_sql, i))
+                check(got == (i - n, f"client {n}"), f"client {n} round {i}: own statement gave {got}")
+
+            if i % 4 == 3:
+                async with conn.transaction():
+                    await both()
+            else:
+                await both()
+        # Both statements stayed in the cache: they ran as named statements throughout.
+        check(len(conn._stmt_cache) >= 2, f"client {n}: {len(conn._stmt_cache)} cached statements")
+    finally:
+        await conn.close()
+
+
+async def prepared_tx():
+    await all_clients(PREPARED_CLIENTS, prepared_client)
+    print("ok prepared_tx")
+
+
 async def main():
-    for step in (tls, types, transactions, errors, large_result, copy, notices, pipeline, cancel, concurrent, session_prepared):
-        await step()
+    return await run_checks_async(
+        {
+            "tls": tls,
+            "types": types,
+            "transactions": transactions,
+            "errors": errors,
+            "large": large_result,
+            "copy": copy,
+            "notice": notices,
+            "pipeline": pipeline,
+            "cancel": cancel,
+            "concurrent": concurrent,
+            "session_prepared": session_prepared,
+            "prepared_tx": prepared_tx,
+        }
+    )
 
 
-asyncio.run(main())
+sys.exit(1 if asyncio.run(main()) else 0)

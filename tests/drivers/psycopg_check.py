@@ -1,9 +1,11 @@
 """psycopg 3 (libpq underneath) through pgring: run by tests/drivers.rs.
 
 Settings come from the environment (driver_settings.py); every check prints
-"ok <name>" when it passed, and any failure raises, so the exit status is non-zero.
+"ok <name>" when it passed, or "FAIL <name>: <error>", and the next check runs; any
+failure makes the exit status non-zero.
 """
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,19 +19,21 @@ from driver_settings import (
     HOST,
     PASSWORD,
     PORT,
+    PREPARED_CLIENTS,
+    PREPARED_DB,
+    PREPARED_ROUNDS,
     SESSION_DB,
     TX_DB,
     USER,
+    all_clients,
     check,
     expect_sqlstate,
+    run_checks,
 )
 
 
-def connect(db=TX_DB, ca=CA, **kwargs):
-    # Transaction pooling: no server-side prepared statements (prepare_threshold=None),
-    # as with any pooler that does not track them.
-    kwargs.setdefault("prepare_threshold", None)
-    return psycopg.connect(
+def settings(db, ca=CA, connect_timeout=10):
+    return dict(
         host=HOST,
         port=PORT,
         user=USER,
@@ -38,9 +42,15 @@ def connect(db=TX_DB, ca=CA, **kwargs):
         sslmode="verify-full",
         sslrootcert=ca,
         channel_binding="require",
-        connect_timeout=10,
-        **kwargs,
+        connect_timeout=connect_timeout,
     )
+
+
+def connect(db=TX_DB, ca=CA, **kwargs):
+    # psycopg's defaults, prepare_threshold=5 included: a statement run a sixth time on a
+    # connection becomes a named server-side statement, which pgring keeps track of in
+    # transaction pooling.
+    return psycopg.connect(**settings(db, ca), **kwargs)
 
 
 def tls():
@@ -198,14 +208,67 @@ def session_prepared():
     print("ok session_prepared")
 
 
-tls()
-types()
-transactions()
-errors_keep_the_connection()
-large_result()
-copy()
-notices()
-pipeline()
-cancel()
-concurrent()
-session_prepared()
+# Run by every connection of the prepared_tx checks, with different parameters each time.
+SHARED_SQL = "SELECT %s::int * 2 AS doubled, %s::text AS label"
+
+
+async def prepared_client(n, **kwargs):
+    # Many more connections than the pool's 5 server connections, each with one statement
+    # text that every connection prepares and one of its own, each run PREPARED_ROUNDS
+    # times (past the prepare threshold), alone or two in a transaction, on whichever
+    # server connection the pool hands out.
+    conn = await psycopg.AsyncConnection.connect(
+        **settings(PREPARED_DB, connect_timeout=60), autocommit=True, **kwargs
+    )
+    try:
+        own_sql = f"SELECT %s::bigint - {n} AS v, 'client {n}'::text AS who"
+        for i in range(PREPARED_ROUNDS):
+            value, label = n * 1000 + i, f"c{n}-{i}"
+
+            async def both():
+                got = await (await conn.execute(SHARED_SQL, (value, label))).fetchone()
+                check(got == (2 * value, label), f"client {n} round {i}: shared statement gave {got}")
+                got = await (await conn.execute(own_sql, (i,))).fetchone()
+                check(got == (i - n, f"client {n}"), f"client {n} round {i}: own statement gave {got}")
+
+            if i % 4 == 3:
+                async with conn.transaction():
+                    await both()
+            else:
+                await both()
+        # psycopg prepared both (its record of the names it gave them; no public API).
+        names = len(conn._prepared._names)
+        check(names >= 2, f"client {n}: {names} prepared statements")
+    finally:
+        await conn.close()
+
+
+def prepared_tx():
+    # The default prepare_threshold: prepared at the sixth execution.
+    asyncio.run(all_clients(PREPARED_CLIENTS, prepared_client))
+    print("ok prepared_tx")
+
+
+def prepared_tx_threshold0():
+    # prepare_threshold=0: prepared at the first execution.
+    asyncio.run(all_clients(PREPARED_CLIENTS, lambda n: prepared_client(n, prepare_threshold=0)))
+    print("ok prepared_tx_threshold0")
+
+
+run_checks(
+    {
+        "tls": tls,
+        "types": types,
+        "transactions": transactions,
+        "errors": errors_keep_the_connection,
+        "large": large_result,
+        "copy": copy,
+        "notice": notices,
+        "pipeline": pipeline,
+        "cancel": cancel,
+        "concurrent": concurrent,
+        "session_prepared": session_prepared,
+        "prepared_tx": prepared_tx,
+        "prepared_tx_threshold0": prepared_tx_threshold0,
+    }
+)

@@ -2,7 +2,8 @@
 // `java -cp postgresql.jar DriverCheck.java` (single-file source launch).
 //
 // Settings come from the environment (see tests/drivers.rs); every check prints
-// "ok <name>" when it passed, and any failure throws, so the exit status is non-zero.
+// "ok <name>" when it passed, or "FAIL <name>: <error>", and the next check runs; any
+// failure makes the exit status non-zero.
 
 import java.io.StringReader;
 import java.io.StringWriter;
@@ -10,17 +11,19 @@ import java.sql.*;
 import java.util.*;
 import java.util.concurrent.*;
 import org.postgresql.PGConnection;
+import org.postgresql.PGStatement;
 import org.postgresql.copy.CopyManager;
 
 public class DriverCheck {
     static final Map<String, String> ENV = System.getenv();
     static final int CLIENTS = Integer.parseInt(ENV.getOrDefault("PGRING_CLIENTS", "16"));
+    // The prepared-statement checks: a transaction-pooled database with a small pool, how
+    // many connections share it, and how many times each runs each statement.
+    static final int PREPARED_CLIENTS = Integer.parseInt(ENV.getOrDefault("PGRING_PREPARED_CLIENTS", "50"));
+    static final int PREPARED_ROUNDS = 20;
 
-    static Connection connect(String db, int prepareThreshold) throws SQLException {
-        return connect(db, prepareThreshold, ENV.get("PGRING_CA"));
-    }
-
-    static Connection connect(String db, int prepareThreshold, String ca) throws SQLException {
+    /** A connection to `db` trusting the CA in `ca`, with `properties` (name, value, ...). */
+    static Connection open(String db, String ca, String... properties) throws SQLException {
         Properties p = new Properties();
         p.setProperty("user", ENV.get("PGRING_USER"));
         p.setProperty("password", ENV.get("PGRING_PASSWORD"));
@@ -28,15 +31,20 @@ public class DriverCheck {
         p.setProperty("sslmode", "verify-full");
         p.setProperty("sslrootcert", ca);
         p.setProperty("connectTimeout", "10");
-        // Transaction pooling: 0 means no named server-side statements, as with any pooler
-        // that does not track them.
-        p.setProperty("prepareThreshold", Integer.toString(prepareThreshold));
+        // `properties` aside, pgjdbc's defaults, prepareThreshold=5 included: from its fifth
+        // execution a PreparedStatement is a named server-side statement, which pgring keeps
+        // track of in transaction pooling.
+        for (int i = 0; i + 1 < properties.length; i += 2) p.setProperty(properties[i], properties[i + 1]);
         String url = "jdbc:postgresql://" + ENV.get("PGRING_HOST") + ":" + ENV.get("PGRING_PORT") + "/" + db;
         return DriverManager.getConnection(url, p);
     }
 
+    static Connection connect(String db, String... properties) throws SQLException {
+        return open(db, ENV.get("PGRING_CA"), properties);
+    }
+
     static Connection connect() throws SQLException {
-        return connect(ENV.get("PGRING_TX_DB"), 0);
+        return connect(ENV.get("PGRING_TX_DB"));
     }
 
     static void check(boolean cond, String what) {
@@ -68,7 +76,7 @@ public class DriverCheck {
             check(one(c, "SELECT 1") == 1, "SELECT 1");
         }
         // The certificate is checked: trusting another CA fails.
-        try (Connection c = connect(ENV.get("PGRING_TX_DB"), 0, ENV.get("PGRING_FOREIGN_CA"))) {
+        try (Connection c = open(ENV.get("PGRING_TX_DB"), ENV.get("PGRING_FOREIGN_CA"))) {
             throw new AssertionError("a certificate from an unknown CA was accepted");
         } catch (SQLException e) {
             check("08006".equals(e.getSQLState()) && e.getMessage().contains("SSL"), e.getSQLState() + ": " + e.getMessage());
@@ -247,7 +255,7 @@ public class DriverCheck {
 
     static void sessionPrepared() throws Exception {
         // Session pooling keeps one server per client: named statements from the first use.
-        try (Connection c = connect(ENV.get("PGRING_SESSION_DB"), 1);
+        try (Connection c = connect(ENV.get("PGRING_SESSION_DB"), "prepareThreshold", "1");
              PreparedStatement ps = c.prepareStatement("SELECT ?::int + 1")) {
             for (int i = 0; i < 10; i++) {
                 ps.setInt(1, i);
@@ -261,17 +269,121 @@ public class DriverCheck {
         System.out.println("ok session_prepared");
     }
 
-    public static void main(String[] args) throws Exception {
-        tls();
-        types();
-        transactions();
-        errors();
-        large();
-        copy();
-        notices();
-        batch();
-        cancel();
-        concurrent();
-        sessionPrepared();
+    // Run by every connection of the prepared_tx checks, with different parameters each time.
+    static final String SHARED_SQL = "SELECT ?::int * 2 AS doubled, ?::text AS label";
+
+    static void preparedClient(int n, String... properties) throws Exception {
+        // Many more connections than the pool's 5 server connections, each with one
+        // statement text that every connection prepares and one of its own, each run
+        // PREPARED_ROUNDS times (past the prepare threshold), alone or two in a transaction,
+        // on whichever server connection the pool hands out.
+        List<String> props = new ArrayList<>(List.of("connectTimeout", "60"));
+        props.addAll(List.of(properties));
+        try (Connection c = connect(ENV.get("PGRING_PREPARED_DB"), props.toArray(new String[0]));
+             PreparedStatement shared = c.prepareStatement(SHARED_SQL);
+             PreparedStatement own = c.prepareStatement(
+                 "SELECT ?::bigint - " + n + " AS v, 'client " + n + "'::text AS who")) {
+            for (int i = 0; i < PREPARED_ROUNDS; i++) {
+                int value = n * 1000 + i;
+                String label = "c" + n + "-" + i;
+                boolean inTransaction = i % 4 == 3;
+                if (inTransaction) c.setAutoCommit(false);
+                shared.setInt(1, value);
+                shared.setString(2, label);
+                try (ResultSet rs = shared.executeQuery()) {
+                    check(rs.next(), "client " + n + " round " + i + ": the shared statement returned no row");
+                    int doubled = rs.getInt(1);
+                    String got = rs.getString(2);
+                    check(doubled == 2 * value && label.equals(got) && !rs.next(),
+                        "client " + n + " round " + i + ": shared statement gave " + doubled + ", " + got);
+                }
+                own.setLong(1, i);
+                try (ResultSet rs = own.executeQuery()) {
+                    check(rs.next(), "client " + n + " round " + i + ": the own statement returned no row");
+                    long v = rs.getLong(1);
+                    String who = rs.getString(2);
+                    check(v == i - n && who.equals("client " + n) && !rs.next(),
+                        "client " + n + " round " + i + ": own statement gave " + v + ", " + who);
+                }
+                if (inTransaction) {
+                    c.commit();
+                    c.setAutoCommit(true);
+                }
+            }
+            // Past the threshold pgjdbc runs both as named server-side statements.
+            check(shared.unwrap(PGStatement.class).isUseServerPrepare()
+                    && own.unwrap(PGStatement.class).isUseServerPrepare(),
+                "client " + n + ": the statements are not server-prepared");
+        }
+    }
+
+    static void preparedTx(String name, String... properties) throws Exception {
+        ExecutorService pool = Executors.newFixedThreadPool(PREPARED_CLIENTS);
+        List<Future<?>> done = new ArrayList<>();
+        for (int n = 0; n < PREPARED_CLIENTS; n++) {
+            final int client = n;
+            done.add(pool.submit(() -> {
+                preparedClient(client, properties);
+                return null;
+            }));
+        }
+        // Every client finishes; the failure names how many failed and the first errors.
+        int failed = 0;
+        Map<String, Integer> kinds = new LinkedHashMap<>();
+        Throwable first = null;
+        for (int n = 0; n < PREPARED_CLIENTS; n++) {
+            try {
+                done.get(n).get(300, TimeUnit.SECONDS);
+            } catch (ExecutionException e) {
+                failed++;
+                Throwable cause = e.getCause();
+                if (first == null) first = cause;
+                kinds.putIfAbsent(describe(cause), n);
+            }
+        }
+        pool.shutdown();
+        if (failed > 0) {
+            StringBuilder shown = new StringBuilder();
+            kinds.entrySet().stream().limit(5).forEach(k ->
+                shown.append(shown.length() > 0 ? "; " : "").append("client ").append(k.getValue()).append(": ").append(k.getKey()));
+            throw new AssertionError(failed + " of " + PREPARED_CLIENTS + " clients failed: " + shown, first);
+        }
+        System.out.println("ok " + name);
+    }
+
+    static String describe(Throwable e) {
+        String state = e instanceof SQLException ? ((SQLException) e).getSQLState() : null;
+        return e.getClass().getSimpleName() + (state != null ? " (SQLSTATE " + state + ")" : "") + ": " + e.getMessage();
+    }
+
+    public static void main(String[] args) {
+        // Every check runs, even after one failed; any failure makes the exit status non-zero.
+        Map<String, Body> checks = new LinkedHashMap<>();
+        checks.put("tls", DriverCheck::tls);
+        checks.put("types", DriverCheck::types);
+        checks.put("transactions", DriverCheck::transactions);
+        checks.put("errors", DriverCheck::errors);
+        checks.put("large", DriverCheck::large);
+        checks.put("copy", DriverCheck::copy);
+        checks.put("notice", DriverCheck::notices);
+        checks.put("pipeline", DriverCheck::batch);
+        checks.put("cancel", DriverCheck::cancel);
+        checks.put("concurrent", DriverCheck::concurrent);
+        checks.put("session_prepared", DriverCheck::sessionPrepared);
+        // pgjdbc's default prepareThreshold (5), then named statements from the first use.
+        checks.put("prepared_tx", () -> preparedTx("prepared_tx"));
+        checks.put("prepared_tx_threshold1", () -> preparedTx("prepared_tx_threshold1", "prepareThreshold", "1"));
+        int failures = 0;
+        for (Map.Entry<String, Body> check : checks.entrySet()) {
+            try {
+                check.getValue().run();
+            } catch (Throwable e) {
+                failures++;
+                System.out.println("FAIL " + check.getKey() + ": " + describe(e));
+                e.printStackTrace();
+            }
+        }
+        System.out.flush();
+        System.exit(failures > 0 ? 1 : 0);
     }
 }

@@ -1,7 +1,8 @@
 // node-postgres (pure JavaScript protocol) through pgring: run by tests/drivers.rs.
 //
 // Settings come from the environment (see tests/drivers.rs); every check prints
-// "ok <name>" when it passed, and any failure throws, so the exit status is non-zero.
+// "ok <name>" when it passed, or "FAIL <name>: <error>", and the next check runs; any
+// failure makes the exit status non-zero.
 'use strict'
 
 const fs = require('fs')
@@ -9,6 +10,10 @@ const { Client, Pool, Query } = require('pg')
 
 const env = process.env
 const CLIENTS = Number(env.PGRING_CLIENTS || 16)
+// The prepared-statement check: a transaction-pooled database with a small pool, how many
+// connections share it, and how many times each runs each statement.
+const PREPARED_CLIENTS = Number(env.PGRING_PREPARED_CLIENTS || 150)
+const PREPARED_ROUNDS = 20
 
 function config(db = env.PGRING_TX_DB, ca = env.PGRING_CA) {
   return {
@@ -196,11 +201,80 @@ async function sessionPrepared() {
   console.log('ok session_prepared')
 }
 
-;(async () => {
-  for (const step of [tls, types, transactions, errors, large, notices, cancel, concurrent, sessionPrepared]) {
-    await step()
+function describe(e) {
+  return `${e.code ? `SQLSTATE ${e.code}: ` : ''}${e.message}`
+}
+
+// Run by every connection of prepared_tx, with different parameters each time.
+const SHARED_TEXT = 'SELECT $1::int * 2 AS doubled, $2::text AS label'
+
+async function preparedClient(n) {
+  // Named queries: node-postgres parses each name once per connection, then only binds
+  // and executes it. Many more connections than the pool's 5 server connections, each
+  // with the name `shared` for the same text and the name `own` for a text of its own (the
+  // same name on every connection, another text), each run PREPARED_ROUNDS times, alone or
+  // two in a transaction, on whichever server connection the pool hands out.
+  const c = new Client({ ...config(env.PGRING_PREPARED_DB), connectionTimeoutMillis: 60000 })
+  // A lost connection fails the pending query too; without a listener it would end the
+  // program.
+  c.on('error', () => {})
+  await c.connect()
+  try {
+    const ownText = `SELECT $1::bigint - ${n} AS v, 'client ${n}'::text AS who`
+    for (let i = 0; i < PREPARED_ROUNDS; i++) {
+      const value = n * 1000 + i
+      const label = `c${n}-${i}`
+      const inTransaction = i % 4 === 3
+      if (inTransaction) await c.query('BEGIN')
+      const a = await c.query({ name: 'shared', text: SHARED_TEXT, values: [value, label] })
+      check(a.rows.length === 1 && a.rows[0].doubled === 2 * value && a.rows[0].label === label,
+        `client ${n} round ${i}: shared statement gave ${JSON.stringify(a.rows)}`)
+      // bigint comes back as a string.
+      const b = await c.query({ name: 'own', text: ownText, values: [i] })
+      check(b.rows.length === 1 && b.rows[0].v === String(i - n) && b.rows[0].who === `client ${n}`,
+        `client ${n} round ${i}: own statement gave ${JSON.stringify(b.rows)}`)
+      if (inTransaction) await c.query('COMMIT')
+    }
+  } finally {
+    await c.end()
   }
-})().catch((e) => {
-  console.error(e)
-  process.exit(1)
-})
+}
+
+async function preparedTx() {
+  const results = await Promise.allSettled(Array.from({ length: PREPARED_CLIENTS }, (_, n) => preparedClient(n)))
+  const failed = results.map((r, n) => [n, r]).filter(([, r]) => r.status === 'rejected')
+  if (failed.length > 0) {
+    const kinds = new Map()
+    for (const [n, r] of failed) if (!kinds.has(describe(r.reason))) kinds.set(describe(r.reason), n)
+    const shown = [...kinds].slice(0, 5).map(([what, n]) => `client ${n}: ${what}`).join('; ')
+    throw new Error(`${failed.length} of ${PREPARED_CLIENTS} clients failed: ${shown}`)
+  }
+  console.log('ok prepared_tx')
+}
+
+// Every check runs, even after one failed; any failure makes the exit status non-zero.
+;(async () => {
+  let failures = 0
+  const checks = {
+    tls,
+    types,
+    transactions,
+    errors,
+    large,
+    notice: notices,
+    cancel,
+    concurrent,
+    session_prepared: sessionPrepared,
+    prepared_tx: preparedTx,
+  }
+  for (const [name, step] of Object.entries(checks)) {
+    try {
+      await step()
+    } catch (e) {
+      failures++
+      console.log(`FAIL ${name}: ${describe(e)}`)
+      console.error(e)
+    }
+  }
+  process.exit(failures > 0 ? 1 : 0)
+})()
