@@ -5,93 +5,25 @@
 //! `app`) and its own pgring in front of it. Protocol-level faults are injected over raw
 //! sockets (`std::net::TcpStream`); the login there is done by hand with md5.
 
+#[path = "support/raw.rs"]
+mod raw;
 mod support;
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
+use raw::{
+    app_psql, assert_closed, cluster, connect, error_fields, expect_fatal_and_close,
+    params_payload, pgring, psql_as, query_value, raw_login, raw_login_with, read_message,
+    read_until, send_query, simple_query, startup, terminate, untagged, DB, PASSWORD, PROTOCOL_3_0,
+    USER,
+};
 use support::{free_port, psql_cmd, PgCluster, Pgring};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
-
-const USER: &str = "app";
-const PASSWORD: &str = "apppass";
-const DB: &str = "app";
-/// How long a raw socket waits for an answer before the test calls it a hang.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-// ---- setup ----------------------------------------------------------------------------------
-
-/// A cluster with role `app` (password `apppass`) owning database `app`.
-fn cluster() -> PgCluster {
-    let pg = PgCluster::start();
-    pg.create_role(USER, PASSWORD, "");
-    pg.create_database(DB, USER);
-    pg
-}
-
-/// pgring in front of `pg` with database `app`; `pooler_extra` is appended to [pooler],
-/// `databases_extra` to [databases].
-fn pgring(pg: &PgCluster, pooler_extra: &str, databases_extra: &str) -> Pgring {
-    // Defaults, unless `pooler_extra` sets the key itself.
-    let defaults = [
-        ("shards", "2"),
-        ("auth_type", "\"md5\""),
-        ("pool_mode", "\"transaction\""),
-        ("default_pool_size", "2"),
-        // Generous: a debug build's SCRAM login to the server is slow on a busy machine.
-        ("server_connect_timeout", "10"),
-    ];
-    let overridden = |key: &str| {
-        pooler_extra
-            .lines()
-            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
-    };
-    let mut pooler = String::new();
-    for (key, value) in defaults {
-        if !overridden(key) {
-            pooler.push_str(&format!("{key} = {value}\n"));
-        }
-    }
-    pooler.push_str(pooler_extra);
-    let config = format!(
-        r#"[pooler]
-listen_addr = "127.0.0.1"
-listen_port = {port}
-unix_socket_dir = ""
-auth_file = "userlist.txt"
-{pooler}
-
-[databases]
-app = {{ host = "127.0.0.1", port = {pg_port}, dbname = "app" }}
-{databases_extra}
-"#,
-        port = free_port(),
-        pg_port = pg.port(),
-    );
-    Pgring::start(&config, &[("userlist.txt", "\"app\" \"apppass\"\n")])
-}
-
-/// psql through pgring (as `app` on `app` unless told otherwise): its output.
-fn psql_as(port: u16, user: &str, password: &str, db: &str, sql: &str) -> Output {
-    psql_cmd(port, user, password, db)
-        .args(["-c", sql])
-        .output()
-        .expect("run psql")
-}
-
-/// Runs `sql` with psql as `app` on `app` directly against PostgreSQL (not through
-/// pgring) and returns its trimmed stdout; panics with the output on failure.
-fn app_psql(pg: &PgCluster, sql: &str) -> String {
-    let out = psql_as(pg.port(), USER, PASSWORD, DB, sql);
-    assert!(out.status.success(), "psql {sql:?} on the server: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// Asks `sql` through pgring `times` times, one new client each, and checks each answer.
 fn assert_answers(pgring: &Pgring, sql: &str, want: &str, times: usize, after: &str) {
@@ -119,261 +51,6 @@ fn psql_ok(pgring: &Pgring, sql: &str) -> String {
 /// The proof that pgring still serves: a fresh psql `select 1` works.
 fn assert_still_serves(pgring: &Pgring) {
     assert_eq!(psql_ok(pgring, "select 1"), "1");
-}
-
-// ---- raw protocol ---------------------------------------------------------------------------
-
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to pgring");
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-/// An untagged packet: length word, code, payload.
-fn untagged(code: i32, payload: &[u8]) -> Vec<u8> {
-    let len = i32::try_from(8 + payload.len()).unwrap();
-    let mut out = len.to_be_bytes().to_vec();
-    out.extend_from_slice(&code.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// `name\0value\0 … \0`.
-fn params_payload(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in pairs {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.extend_from_slice(value.as_bytes());
-        out.push(0);
-    }
-    out.push(0);
-    out
-}
-
-const PROTOCOL_3_0: i32 = 3 << 16;
-
-/// One backend message: `Ok(Some((tag, body)))`, `Ok(None)` at a clean EOF before a tag.
-fn read_message(s: &mut TcpStream) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let mut header = [0u8; 5];
-    let mut got = 0;
-    while got < header.len() {
-        match s.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            // A signal to the test process (a child exiting): read on.
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    assert!((4..1 << 20).contains(&len), "bad length {len} from pgring");
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body)?;
-    Ok(Some((header[0], body)))
-}
-
-/// The fields of an ErrorResponse/NoticeResponse body, by field type.
-fn error_fields(body: &[u8]) -> HashMap<char, String> {
-    let mut fields = HashMap::new();
-    let mut rest = body;
-    while let Some((&kind, tail)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let end = tail.iter().position(|&b| b == 0).expect("NUL-terminated");
-        fields.insert(
-            char::from(kind),
-            String::from_utf8_lossy(&tail[..end]).into_owned(),
-        );
-        rest = &tail[end + 1..];
-    }
-    fields
-}
-
-/// Whether the socket is closed by the peer: EOF (or a reset) within READ_TIMEOUT.
-fn assert_closed(s: &mut TcpStream, what: &str) {
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => panic!(
-                "{what}: expected the connection to be closed, got {n} more bytes: {:?}",
-                &buf[..n]
-            ),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => panic!("{what}: expected EOF, got {e}"),
-        }
-    }
-}
-
-/// Reads the next message, which must be an ErrorResponse; returns its fields.
-fn expect_error(s: &mut TcpStream, what: &str) -> HashMap<char, String> {
-    match read_message(s) {
-        Ok(Some((b'E', body))) => error_fields(&body),
-        Ok(Some((tag, body))) => panic!(
-            "{what}: expected an ErrorResponse, got '{}' {:?}",
-            char::from(tag),
-            String::from_utf8_lossy(&body)
-        ),
-        Ok(None) => panic!("{what}: connection closed without an ErrorResponse"),
-        Err(e) => panic!("{what}: no ErrorResponse: {e}"),
-    }
-}
-
-/// Reads a FATAL ErrorResponse with SQLSTATE `code`, then EOF; returns the message.
-fn expect_fatal_and_close(s: &mut TcpStream, code: &str, what: &str) -> String {
-    let fields = expect_error(s, what);
-    assert_eq!(
-        fields.get(&'S').map(String::as_str),
-        Some("FATAL"),
-        "{what}: {fields:?}"
-    );
-    assert_eq!(
-        fields.get(&'C').map(String::as_str),
-        Some(code),
-        "{what}: {fields:?}"
-    );
-    assert_closed(s, what);
-    fields.get(&'M').cloned().unwrap_or_default()
-}
-
-/// A startup message for protocol 3.0.
-fn startup(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    frontend::startup_message(pairs.iter().copied(), &mut buf).unwrap();
-    buf.to_vec()
-}
-
-/// Sends a startup message and answers md5/cleartext; returns the first message after
-/// authentication succeeded (AuthenticationOk consumed), or the ErrorResponse fields.
-fn raw_login_with(
-    port: u16,
-    pairs: &[(&str, &str)],
-    password: &str,
-) -> Result<TcpStream, HashMap<char, String>> {
-    let user = pairs
-        .iter()
-        .find(|(n, _)| *n == "user")
-        .map(|(_, v)| *v)
-        .unwrap_or("");
-    let mut s = connect(port);
-    s.write_all(&startup(pairs)).unwrap();
-    loop {
-        let (tag, body) = read_message(&mut s)
-            .expect("read during login")
-            .expect("pgring closed during login without an error");
-        match tag {
-            b'R' => {
-                let code = i32::from_be_bytes(body[..4].try_into().unwrap());
-                let mut out = BytesMut::new();
-                match code {
-                    0 => {}
-                    3 => frontend::password_message(password.as_bytes(), &mut out).unwrap(),
-                    5 => {
-                        let salt: [u8; 4] = body[4..8].try_into().unwrap();
-                        let hash = postgres_protocol::authentication::md5_hash(
-                            user.as_bytes(),
-                            password.as_bytes(),
-                            salt,
-                        );
-                        frontend::password_message(hash.as_bytes(), &mut out).unwrap();
-                    }
-                    other => panic!("raw login: unsupported authentication request {other}"),
-                }
-                s.write_all(&out).unwrap();
-            }
-            b'E' => return Err(error_fields(&body)),
-            b'S' | b'K' | b'N' | b'v' => {}
-            b'Z' => return Ok(s),
-            other => panic!("raw login: unexpected message '{}'", char::from(other)),
-        }
-    }
-}
-
-/// Logs in as app/apppass on app by hand (md5); the socket is at ReadyForQuery.
-fn raw_login(port: u16) -> TcpStream {
-    raw_login_with(port, &[("user", USER), ("database", DB)], PASSWORD)
-        .unwrap_or_else(|e| panic!("raw login refused: {e:?}"))
-}
-
-/// The result of a simple query over a raw socket.
-#[derive(Debug)]
-struct QueryResult {
-    /// Every data row, every column as text (None for NULL).
-    rows: Vec<Vec<Option<String>>>,
-    /// The first ErrorResponse, if any.
-    error: Option<HashMap<char, String>>,
-    /// The transaction status byte of the final ReadyForQuery.
-    status: u8,
-}
-
-/// Sends a simple Query without waiting for anything.
-fn send_query(s: &mut TcpStream, sql: &str) {
-    let mut out = BytesMut::new();
-    frontend::query(sql, &mut out).unwrap();
-    s.write_all(&out).unwrap();
-}
-
-/// Sends a simple Query and reads up to its ReadyForQuery.
-fn simple_query(s: &mut TcpStream, sql: &str) -> QueryResult {
-    send_query(s, sql);
-    let mut result = QueryResult {
-        rows: Vec::new(),
-        error: None,
-        status: 0,
-    };
-    loop {
-        let (tag, body) = read_message(s)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .unwrap_or_else(|| panic!("{sql}: connection closed before ReadyForQuery"));
-        match tag {
-            b'D' => {
-                let n = u16::from_be_bytes([body[0], body[1]]);
-                let mut pos = 2;
-                let mut row = Vec::new();
-                for _ in 0..n {
-                    let len = i32::from_be_bytes(body[pos..pos + 4].try_into().unwrap());
-                    pos += 4;
-                    if len < 0 {
-                        row.push(None);
-                    } else {
-                        let len = len as usize;
-                        row.push(Some(
-                            String::from_utf8_lossy(&body[pos..pos + len]).into_owned(),
-                        ));
-                        pos += len;
-                    }
-                }
-                result.rows.push(row);
-            }
-            // The first error is the one that matters.
-            b'E' if result.error.is_none() => result.error = Some(error_fields(&body)),
-            b'Z' => {
-                result.status = body[0];
-                return result;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// A single-value query that must succeed; returns the value.
-fn query_value(s: &mut TcpStream, sql: &str) -> Option<String> {
-    let r = simple_query(s, sql);
-    assert!(r.error.is_none(), "{sql}: {:?}", r.error);
-    assert_eq!(r.rows.len(), 1, "{sql}: {r:?}");
-    r.rows[0][0].clone()
-}
-
-fn terminate(mut s: TcpStream) {
-    let mut out = BytesMut::new();
-    frontend::terminate(&mut out);
-    let _ = s.write_all(&out);
-    let _ = s.shutdown(Shutdown::Both);
 }
 
 /// Polls `f` every 20 ms until it returns true; panics with `what` after `limit`.
@@ -826,21 +503,6 @@ fn client_vanishing_mid_query_never_leaks_its_answer() {
             "client {i} got {stdout:?} for `select 1` (stderr: {})",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-/// Reads messages until one of type `tag`; panics on an ErrorResponse or a close.
-fn read_until(s: &mut TcpStream, tag: u8, what: &str) {
-    loop {
-        match read_message(s) {
-            Ok(Some((t, _))) if t == tag => return,
-            Ok(Some((b'E', body))) => panic!("{what}: error {:?}", error_fields(&body)),
-            Ok(Some(_)) => {}
-            other => panic!(
-                "{what}: connection ended before '{}': {other:?}",
-                tag as char
-            ),
-        }
     }
 }
 
