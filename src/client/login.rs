@@ -31,7 +31,7 @@ use crate::pool::Pool;
 use crate::protocol::backend::{self, Authentication};
 use crate::protocol::framing::split_message;
 use crate::protocol::params::{
-    is_read_only, known_reported, parse_options, OptionsError, READ_ONLY_SQLSTATE,
+    is_read_only, known_reported, parse_options, OptionsError, READ_ONLY_SQLSTATE, TRACKED,
 };
 use crate::protocol::startup::{decode_startup, CancelKey, StartupPacket, StartupParams};
 use crate::protocol::{frontend, sqlstate, tag, ProtocolError, TxStatus};
@@ -426,7 +426,12 @@ fn check_startup_params(
             continue;
         }
         if let Some(known) = known_reported(name) {
-            from_packet.push((known.to_owned(), value.to_owned()));
+            // The six that pgring always kept cannot be dropped; those it came to accept
+            // later (`search_path`, `default_transaction_read_only`) keep the meaning a
+            // listing in ignore_startup_parameters had before: dropped.
+            if TRACKED.contains(&known) || !is_ignored(name) {
+                from_packet.push((known.to_owned(), value.to_owned()));
+            }
             continue;
         }
         if is_ignored(name) {
@@ -948,6 +953,32 @@ mod tests {
         assert_eq!(
             check(&[("user", "app"), ("options", "-c=")], &["options"]).unwrap(),
             []
+        );
+    }
+
+    #[test]
+    fn newly_accepted_parameters_are_still_dropped_when_listed() {
+        let packet = [
+            ("user", "app"),
+            ("search_path", "app"),
+            ("TimeZone", "UTC"),
+            ("default_transaction_read_only", "on"),
+        ];
+        assert_eq!(
+            check(&packet, &[]).unwrap(),
+            owned(&[
+                ("search_path", "app"),
+                ("TimeZone", "UTC"),
+                ("default_transaction_read_only", "on"),
+            ])
+        );
+        assert_eq!(
+            check(
+                &packet,
+                &["search_path", "timezone", "default_transaction_read_only"]
+            )
+            .unwrap(),
+            owned(&[("TimeZone", "UTC")])
         );
     }
 

@@ -397,6 +397,12 @@ mod tests {
     }
 
     #[test]
+    fn a_client_s_parameters_stay_small_in_its_session() {
+        // Kept for as long as the client is connected, idle or not.
+        assert_eq!(std::mem::size_of::<ClientParams>(), 24);
+    }
+
+    #[test]
     fn missing_values_are_filled_from_the_server_and_the_client_s_own_kept() {
         let mut client = ClientParams::from_array([Some("UTF8"), None, None, None, None, None]);
         client.fill_missing_from(
