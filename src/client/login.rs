@@ -30,7 +30,9 @@ use crate::net::Stream;
 use crate::pool::Pool;
 use crate::protocol::backend::{self, Authentication};
 use crate::protocol::framing::split_message;
-use crate::protocol::params::{tracked_index, TRACKED};
+use crate::protocol::params::{
+    is_read_only, known_reported, parse_options, OptionsError, READ_ONLY_SQLSTATE, TRACKED,
+};
 use crate::protocol::startup::{decode_startup, CancelKey, StartupPacket, StartupParams};
 use crate::protocol::{frontend, sqlstate, tag, ProtocolError, TxStatus};
 use crate::server::ServerCredential;
@@ -127,12 +129,10 @@ pub async fn run(
         .ok_or_else(|| protocol_error("no PostgreSQL user name specified in startup packet"))?
         .to_owned();
     let database = params.database().unwrap_or(&user).to_owned();
-    let mut client_params = ClientParams::default();
     let mut protocol_options = Vec::new();
-    check_startup_params(
+    let settings = check_startup_params(
         &params,
         &config.pooler.ignore_startup_parameters,
-        &mut client_params,
         &mut protocol_options,
     )?;
 
@@ -219,13 +219,26 @@ pub async fn run(
             w
         }
     };
+    // What pgring sets on a server for this client lasts until its next transaction,
+    // unless a reset query runs after each one.
+    let servers_keep_settings =
+        !config.pooler.server_reset_query_always || config.pooler.server_reset_query.is_empty();
+    let client_params = ClientParams::from_startup(
+        settings.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        &welcome,
+        next_owner(),
+        servers_keep_settings,
+    );
     let mut aligned = client_params.clone();
-    if client_params
-        .iter()
-        .any(|(n, v)| welcome.iter().any(|(wn, wv)| wn == n && wv != v))
+    if client_params.has_unreported()
+        || welcome
+            .iter()
+            .any(|(n, v)| client_params.get(n).is_some_and(|mine| mine != v))
     {
         // Let a server canonicalise the client's values (`iso` → `ISO, MDY`) and report
-        // them, and refuse values PostgreSQL would refuse.
+        // them, and refuse what PostgreSQL would refuse: a value it does not take, a
+        // parameter it does not know or that cannot be set after the start of a session.
+        // The client then gets the server's error, as a FATAL, with its SQLSTATE.
         let mut server = pool.acquire().await?;
         if let Some(sql) = client_params.alignment_sql(&server.params) {
             match server.run_internal(&sql).await {
@@ -239,7 +252,11 @@ pub async fn run(
                 }
                 Err(e) => {
                     pool.release(server);
-                    return Err(SessionError::new(Fault::Client, &e.sqlstate, e.message));
+                    return Err(SessionError::new(
+                        Fault::Client,
+                        &e.sqlstate,
+                        without_statement_word(&sql, &e.message),
+                    ));
                 }
             }
         } else {
@@ -274,6 +291,24 @@ pub async fn run(
         params: aligned,
         cancel,
     }))
+}
+
+/// A number for each client, unique for the life of the process: what a server
+/// connection's record of pgring's own settings names its owner by (see
+/// `client::params`). Zero is nobody.
+fn next_owner() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The server's message without the first word of pgring's statement that
+/// `run_internal` puts in front (the client did not write that statement).
+fn without_statement_word<'a>(sql: &str, message: &'a str) -> &'a str {
+    sql.split_whitespace()
+        .next()
+        .and_then(|word| message.strip_prefix(word))
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(message)
 }
 
 /// Bytes reserved for the messages that end a login (AuthenticationOk and the welcome
@@ -360,16 +395,22 @@ fn protocol_error(message: &str) -> SessionError {
     SessionError::new(Fault::Client, sqlstate::PROTOCOL_VIOLATION, message)
 }
 
-/// Sorts the startup parameters: tracked ones are kept, ignored ones dropped, `_pq_.`
-/// protocol options collected for NegotiateProtocolVersion, anything else refused as
-/// PgBouncer refuses it.
+/// Sorts the startup parameters: `options` is parsed into settings, the known reported
+/// parameters kept as settings, ignored ones dropped, `_pq_.` protocol options collected
+/// for NegotiateProtocolVersion, anything else refused as PgBouncer refuses it. Returns
+/// the settings in the order PostgreSQL applies them: those of `options` first, then the
+/// packet's own (so that these win).
+///
+/// `options` listed in `ignore_startup_parameters` is dropped unread, as before pgring
+/// read it. Runs before authentication: a malformed packet is refused at once.
 fn check_startup_params(
     params: &StartupParams,
     ignored: &[String],
-    client: &mut ClientParams,
     protocol_options: &mut Vec<String>,
-) -> Result<(), SessionError> {
-    let mut tracked = [None; TRACKED.len()];
+) -> Result<Vec<(String, String)>, SessionError> {
+    let is_ignored = |name: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(name));
+    let mut from_options = Vec::new();
+    let mut from_packet = Vec::new();
     for (name, value) in params.iter() {
         if name == "user" || name == "database" {
             continue;
@@ -378,19 +419,41 @@ fn check_startup_params(
             protocol_options.push(name.to_owned());
             continue;
         }
-        if let Some(i) = tracked_index(name) {
-            tracked[i] = Some(value);
+        if name == "options" {
+            if !is_ignored(name) {
+                from_options = parse_options(value).map_err(options_error)?;
+            }
             continue;
         }
-        if ignored.iter().any(|i| i.eq_ignore_ascii_case(name)) {
+        if let Some(known) = known_reported(name) {
+            // The six that pgring always kept cannot be dropped; those it came to accept
+            // later (`search_path`, `default_transaction_read_only`) keep the meaning a
+            // listing in ignore_startup_parameters had before: dropped.
+            if TRACKED.contains(&known) || !is_ignored(name) {
+                from_packet.push((known.to_owned(), value.to_owned()));
+            }
+            continue;
+        }
+        if is_ignored(name) {
             continue;
         }
         return Err(protocol_error(&format!(
             "unsupported startup parameter: {name} (add it to ignore_startup_parameters to accept and drop it)"
         )));
     }
-    *client = ClientParams::from_array(tracked);
-    Ok(())
+    if let Some((name, _)) = from_options.iter().find(|(n, _)| is_read_only(n)) {
+        return Err(SessionError::new(
+            Fault::Client,
+            READ_ONLY_SQLSTATE,
+            format!("parameter \"{name}\" cannot be changed"),
+        ));
+    }
+    from_options.extend(from_packet);
+    Ok(from_options)
+}
+
+fn options_error(e: OptionsError) -> SessionError {
+    SessionError::new(Fault::Client, OptionsError::SQLSTATE, e.to_string())
 }
 
 async fn read_startup(conn: &mut ClientConn) -> Result<StartupPacket, SessionError> {
@@ -816,5 +879,118 @@ fn scram_client_error(user: &str, e: crate::auth::scram::ScramError) -> SessionE
         auth_failed(user)
     } else {
         SessionError::new(Fault::Client, sqlstate::PROTOCOL_VIOLATION, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        pairs: &[(&str, &str)],
+        ignored: &[&str],
+    ) -> Result<Vec<(String, String)>, SessionError> {
+        let params = StartupParams::new(
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        let ignored: Vec<String> = ignored.iter().map(|s| (*s).to_owned()).collect();
+        check_startup_params(&params, &ignored, &mut Vec::new())
+    }
+
+    fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn options_come_first_and_the_packet_s_own_parameters_win() {
+        let settings = check(
+            &[
+                ("user", "app"),
+                ("timezone", "UTC"),
+                ("options", "-c TimeZone=Asia/Tokyo -c statement_timeout=5s"),
+                ("application_name", "psql"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            settings,
+            owned(&[
+                ("TimeZone", "Asia/Tokyo"),
+                ("statement_timeout", "5s"),
+                ("TimeZone", "UTC"),
+                ("application_name", "psql"),
+            ])
+        );
+    }
+
+    #[test]
+    fn malformed_options_and_read_only_parameters_are_refused() {
+        for bad in ["-c=", "-c", "-c statement_timeout", "--=1", "-B 8", "x=1"] {
+            let e = check(&[("user", "app"), ("options", bad)], &[]).unwrap_err();
+            assert_eq!(e.sqlstate, "22023", "{bad}: {e}");
+            assert!(e.message.contains("options"), "{bad}: {e}");
+        }
+        let e = check(&[("user", "app"), ("options", "-c is_superuser=on")], &[]).unwrap_err();
+        assert_eq!(e.sqlstate, "55P02");
+        assert_eq!(e.message, "parameter \"is_superuser\" cannot be changed");
+        // Unknown packet parameters are refused as before, unless ignored.
+        let e = check(&[("user", "app"), ("geqo", "on")], &[]).unwrap_err();
+        assert_eq!(e.sqlstate, sqlstate::PROTOCOL_VIOLATION);
+        assert_eq!(
+            check(&[("user", "app"), ("geqo", "on")], &["GEQO"]).unwrap(),
+            []
+        );
+    }
+
+    #[test]
+    fn ignored_options_are_dropped_unread() {
+        assert_eq!(
+            check(&[("user", "app"), ("options", "-c=")], &["options"]).unwrap(),
+            []
+        );
+    }
+
+    #[test]
+    fn newly_accepted_parameters_are_still_dropped_when_listed() {
+        let packet = [
+            ("user", "app"),
+            ("search_path", "app"),
+            ("TimeZone", "UTC"),
+            ("default_transaction_read_only", "on"),
+        ];
+        assert_eq!(
+            check(&packet, &[]).unwrap(),
+            owned(&[
+                ("search_path", "app"),
+                ("TimeZone", "UTC"),
+                ("default_transaction_read_only", "on"),
+            ])
+        );
+        assert_eq!(
+            check(
+                &packet,
+                &["search_path", "timezone", "default_transaction_read_only"]
+            )
+            .unwrap(),
+            owned(&[("TimeZone", "UTC")])
+        );
+    }
+
+    #[test]
+    fn the_statement_word_is_taken_off_the_server_s_message() {
+        assert_eq!(
+            without_statement_word(
+                "SELECT pg_catalog.set_config('x', '1', false);",
+                "SELECT: unrecognized configuration parameter \"x\""
+            ),
+            "unrecognized configuration parameter \"x\""
+        );
+        assert_eq!(without_statement_word("RESET a;", "other"), "other");
     }
 }
