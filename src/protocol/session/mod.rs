@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 
 use self::pipeline::{Desync, Expect, Named, Note, Pipeline, Reply, Seen, MAX_IN_FLIGHT};
-use self::prepared::{ClientStatements, ServerStatements, Statement, StatementRegistry};
+use self::prepared::{ClientStatements, Presence, ServerStatements, Statement, StatementRegistry};
 use super::framing::{Framer, Step, HEADER_LEN};
 use super::{backend, tag, ProtocolError, TxStatus};
 use crate::config::PoolMode;
@@ -446,6 +446,9 @@ impl Session {
         self.to_server.clear();
         self.to_client.clear();
         let mut pos = 0;
+        // Only the end of a message left unfinished can make the server free from this
+        // side; otherwise it is freed by the server's answers.
+        let finishing = !self.client_framer.at_boundary();
         let after = loop {
             if !self.client_framer.at_boundary() {
                 match self.client_framer.step(&data[pos..], |_| false) {
@@ -472,7 +475,12 @@ impl Session {
                 break After::Terminate;
             }
             if !self.attached {
-                break After::NeedServer;
+                // A server is taken only once the first message can be dealt with, so
+                // that none is held while a message pgring reads whole trickles in.
+                if self.startable(&data[pos..], msg_tag, total)? {
+                    break After::NeedServer;
+                }
+                break After::Continue;
             }
             let owed_before = self.pipeline.owes();
             let used = self.client_message(&data[pos..], pos, msg_tag, total)?;
@@ -488,10 +496,43 @@ impl Session {
         if self.tracking.is_some() && self.pipeline.is_uncertain() {
             return Err(SessionFault::SyncInCopyData);
         }
-        if after == After::Continue && self.releasable(!self.server_unread) {
+        if after == After::Continue
+            && finishing
+            && self.client_framer.at_boundary()
+            && self.releasable(!self.server_unread)
+        {
             return Ok((pos, After::Release));
         }
         Ok((pos, after))
+    }
+
+    /// Whether the message at the front of `avail` can be dealt with now: one pgring
+    /// reads whole (or, for a Bind, up to its statement name) must have arrived that far.
+    fn startable(&self, avail: &[u8], msg_tag: u8, total: usize) -> Result<bool, SessionFault> {
+        let tracked = self.tracking.is_some() && !self.pipeline.is_skipping();
+        let whole_needed = match msg_tag {
+            tag::PARSE | tag::DESCRIBE | tag::CLOSE if tracked => true,
+            tag::BIND if tracked => {
+                let body = &avail[HEADER_LEN..avail.len().min(total)];
+                let names = prepared::cstr_end(body)
+                    .and_then(|end| prepared::cstr_end(&body[end + 1..]))
+                    .is_some();
+                return Ok(names || avail.len() >= total.min(self.settings.inspect_ceiling));
+            }
+            tag::DESCRIBE => return Ok(avail.len() > HEADER_LEN || total == HEADER_LEN),
+            _ => false,
+        };
+        if !whole_needed {
+            return Ok(true);
+        }
+        if total > self.settings.inspect_ceiling {
+            return Err(SessionFault::TooLongToInspect {
+                tag: msg_tag,
+                len: total,
+                max: self.settings.inspect_ceiling,
+            });
+        }
+        Ok(avail.len() >= total)
     }
 
     /// Plans one client message at the front of `avail` (at `pos` in the input); returns
@@ -612,38 +653,63 @@ impl Session {
             name: name.into(),
             statement: statement.clone(),
         });
-        if self.server_statements.contains(&statement) {
-            self.server_statements.touch(&statement);
-            self.pipeline.push(Expect::Parse {
-                reply: Reply::Answer,
-                note: Note::None,
-                named,
-            });
-        } else {
-            self.prepare_on_server(statement, Reply::Forward, named);
+        match self.server_statements.presence(&statement) {
+            Presence::Ready => {
+                self.server_statements.touch(&statement);
+                self.pipeline.push(Expect::Parse {
+                    reply: Reply::Answer,
+                    note: Note::None,
+                    named,
+                });
+            }
+            presence => self.prepare_on_server(statement, Reply::Forward, named, presence),
         }
         Ok(())
     }
 
     /// Sends the server a Parse for `statement` (evicting the least recently used one
-    /// first when the server is full); `reply` says whether the client sees its answer.
-    fn prepare_on_server(&mut self, statement: Rc<Statement>, reply: Reply, named: Option<Named>) {
+    /// first when the server is full, and behind a Close of the statement itself when
+    /// it may be there already); `reply` says whether the client sees its answer.
+    fn prepare_on_server(
+        &mut self,
+        statement: Rc<Statement>,
+        reply: Reply,
+        named: Option<Named>,
+        presence: Presence,
+    ) {
         let tracking = self.tracking.as_ref().expect("tracked");
         bump(&tracking.registry.counts.server_parses);
-        if let Some(victim) = self.server_statements.evict_for_one_more(tracking.max) {
+        if let Some((victim, op)) = self.server_statements.evict_for_one_more(tracking.max) {
             self.to_server
                 .make(|out| prepared::close_statement(out, &victim.name));
             self.pipeline.push(Expect::Close {
                 reply: Reply::Swallow,
-                note: Note::Evicted(victim),
+                note: Note::Evicted {
+                    statement: victim,
+                    op,
+                },
+                named: None,
+            });
+        }
+        let after_close = presence == Presence::Unsure;
+        if after_close {
+            self.to_server
+                .make(|out| prepared::close_statement(out, &statement.name));
+            self.pipeline.push(Expect::Close {
+                reply: Reply::Swallow,
+                note: Note::None,
                 named: None,
             });
         }
         self.to_server.make(|out| out.put_slice(&statement.parse));
-        self.server_statements.insert(statement.clone());
+        let op = self.server_statements.parse_sent(statement.clone());
         self.pipeline.push(Expect::Parse {
             reply,
-            note: Note::Prepared(statement),
+            note: Note::Prepared {
+                statement,
+                op,
+                after_close,
+            },
             named,
         });
     }
@@ -656,10 +722,9 @@ impl Session {
         let Some(statement) = tracking.client.get(name).cloned() else {
             return prepared::shielded_unknown_name(name).map(Into::into);
         };
-        if self.server_statements.contains(&statement) {
-            self.server_statements.touch(&statement);
-        } else {
-            self.prepare_on_server(statement.clone(), Reply::Swallow, None);
+        match self.server_statements.presence(&statement) {
+            Presence::Ready => self.server_statements.touch(&statement),
+            presence => self.prepare_on_server(statement.clone(), Reply::Swallow, None, presence),
         }
         Some(statement.name.as_bytes().into())
     }
@@ -827,17 +892,18 @@ impl Session {
                                 self.undo(e);
                             }
                         }
-                    } else if matches!(
-                        done,
-                        Expect::Parse {
-                            reply: Reply::Swallow,
-                            ..
-                        } | Expect::Close {
-                            reply: Reply::Swallow,
-                            ..
-                        }
-                    ) {
-                        forward = false;
+                    } else {
+                        forward = !matches!(
+                            done,
+                            Expect::Parse {
+                                reply: Reply::Swallow,
+                                ..
+                            } | Expect::Close {
+                                reply: Reply::Swallow,
+                                ..
+                            }
+                        );
+                        self.confirm(done);
                     }
                 }
                 Seen::Ready(status) => {
@@ -884,6 +950,23 @@ impl Session {
         Ok((pos, After::Continue))
     }
 
+    /// The server did what a message of pgring's asked.
+    fn confirm(&mut self, expect: Expect) {
+        match expect {
+            Expect::Parse {
+                note: Note::Prepared { statement, op, .. },
+                ..
+            } => self
+                .server_statements
+                .parse_done(&statement, op, true, false),
+            Expect::Close {
+                note: Note::Evicted { statement, op },
+                ..
+            } => self.server_statements.close_done(&statement, op, true),
+            _ => {}
+        }
+    }
+
     /// Undoes what a message the server failed or skipped would have done to its
     /// prepared statements.
     fn undo(&mut self, expect: Expect) {
@@ -893,8 +976,16 @@ impl Session {
             _ => return,
         };
         match note {
-            Note::Prepared(statement) => self.server_statements.remove(&statement),
-            Note::Evicted(statement) => self.server_statements.insert(statement),
+            Note::Prepared {
+                statement,
+                op,
+                after_close,
+            } => self
+                .server_statements
+                .parse_done(&statement, op, false, after_close),
+            Note::Evicted { statement, op } => {
+                self.server_statements.close_done(&statement, op, false)
+            }
             Note::None => {}
         }
         if let (Some(named), Some(tracking)) = (named, self.tracking.as_mut()) {

@@ -42,10 +42,18 @@ pub enum Reply {
 #[derive(Debug, Clone)]
 pub enum Note {
     None,
-    /// A Parse that prepares this statement on the server.
-    Prepared(Rc<Statement>),
-    /// A Close that evicts this statement from the server.
-    Evicted(Rc<Statement>),
+    /// A Parse (pgring's operation `op`) that prepares this statement on the server,
+    /// right behind a Close of it when `after_close`.
+    Prepared {
+        statement: Rc<Statement>,
+        op: u64,
+        after_close: bool,
+    },
+    /// A Close (operation `op`) that evicts this statement from the server.
+    Evicted {
+        statement: Rc<Statement>,
+        op: u64,
+    },
 }
 
 /// What a client's Parse or Close of a named statement did to its names, undone if the

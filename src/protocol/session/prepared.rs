@@ -13,6 +13,12 @@
 //!
 //! Nothing here does I/O; the session machine decides when to inject and what to
 //! swallow, and the pipeline undoes what the server skipped.
+//!
+//! One difference from PostgreSQL remains, for clients that pipeline past a failure: a
+//! client's name stands for its statement from the moment its Parse is sent, so a Bind
+//! sent behind a Parse that then fails, in a later batch, gets the Parse's error again
+//! (pgring prepares the statement for it) where PostgreSQL would say that the statement
+//! does not exist. Both are errors at the same place.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -154,23 +160,71 @@ impl ClientStatements {
 
 /// The statements one server connection has prepared (or has been sent a Parse for),
 /// with their last use, for least-recently-used eviction. Travels with the connection.
+///
+/// pgring does not wait for a ParseComplete before relying on a statement, but a Parse
+/// the server skips (an error earlier in its batch) or fails never made one, and a
+/// Close it skips never removed one. Within one batch (up to the client's next Sync)
+/// that is harmless: whatever relies on the statement later in the batch is skipped
+/// too. Across batches it is not, so a statement whose Parse belongs to an earlier batch
+/// and is not confirmed yet, or whose fate is unknown, is [`Presence::Unsure`]: the next
+/// use prepares it again behind a Close, which does the right thing either way (a Close
+/// of a statement that does not exist is no error).
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    entries: HashMap<u64, (Rc<Statement>, u64)>,
+    entries: HashMap<u64, Entry>,
+    /// Statements that may or may not exist on the server (an eviction not confirmed
+    /// yet, or a re-prepare the server skipped), with the operation that made them so.
+    unsure: HashMap<u64, u64>,
     /// A use counter: the stamp of the latest use.
     clock: u64,
     /// Uses at or after this stamp are part of the batch in flight (since the last
     /// Sync): their statements are not evicted, as closing a statement also closes the
     /// portals made from it.
     batch_start: u64,
+    /// Batches the client has ended with a Sync.
+    batch: u64,
+    /// Numbers the Parse and Close messages pgring sends, to tell a later one from an
+    /// earlier one of the same statement.
+    next_op: u64,
     /// The server dropped statements pgring cannot name (SQL `DEALLOCATE`): it must not
     /// be reused.
     poisoned: bool,
 }
 
+#[derive(Debug)]
+struct Entry {
+    statement: Rc<Statement>,
+    last_used: u64,
+    /// The Parse that prepares it.
+    op: u64,
+    /// The batch of that Parse, until its ParseComplete is seen.
+    pending: Option<u64>,
+}
+
+/// What pgring knows of a statement on one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Prepared, or being prepared earlier in the same batch: use it.
+    Ready,
+    /// Not there: prepare it.
+    Absent,
+    /// Perhaps there: close it, then prepare it.
+    Unsure,
+}
+
 impl ServerStatements {
-    pub fn contains(&self, statement: &Statement) -> bool {
-        self.entries.contains_key(&statement.id)
+    pub fn presence(&self, statement: &Statement) -> Presence {
+        if self.unsure.contains_key(&statement.id) {
+            return Presence::Unsure;
+        }
+        match self.entries.get(&statement.id) {
+            None => Presence::Absent,
+            Some(Entry {
+                pending: Some(batch),
+                ..
+            }) if *batch != self.batch => Presence::Unsure,
+            Some(_) => Presence::Ready,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -185,41 +239,105 @@ impl ServerStatements {
     pub fn touch(&mut self, statement: &Statement) {
         self.clock += 1;
         if let Some(entry) = self.entries.get_mut(&statement.id) {
-            entry.1 = self.clock;
+            entry.last_used = self.clock;
         }
     }
 
-    pub fn insert(&mut self, statement: Rc<Statement>) {
+    /// A Parse of `statement` goes out: it counts as prepared from now on. Returns the
+    /// operation's number, for [`ServerStatements::parse_done`].
+    pub fn parse_sent(&mut self, statement: Rc<Statement>) -> u64 {
         self.clock += 1;
-        self.entries.insert(statement.id, (statement, self.clock));
+        self.next_op += 1;
+        let op = self.next_op;
+        self.unsure.remove(&statement.id);
+        self.entries.insert(
+            statement.id,
+            Entry {
+                statement,
+                last_used: self.clock,
+                op,
+                pending: Some(self.batch),
+            },
+        );
+        op
     }
 
-    pub fn remove(&mut self, statement: &Statement) {
+    /// The server answered the Parse `op` (`ok`), or failed or skipped it. A skipped
+    /// Parse that followed a Close of the same statement leaves it unsure again.
+    pub fn parse_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool, after_close: bool) {
+        let Some(entry) = self.entries.get_mut(&statement.id) else {
+            return;
+        };
+        if entry.op != op {
+            return;
+        }
+        if ok {
+            entry.pending = None;
+            return;
+        }
         self.entries.remove(&statement.id);
+        if after_close {
+            self.unsure.insert(statement.id, op);
+        }
+    }
+
+    /// A Close of `statement` goes out to make room. Returns the operation's number, for
+    /// [`ServerStatements::close_done`].
+    fn close_sent(&mut self, statement: &Statement) -> u64 {
+        self.next_op += 1;
+        let op = self.next_op;
+        self.entries.remove(&statement.id);
+        self.unsure.insert(statement.id, op);
+        op
+    }
+
+    /// The server answered the eviction Close `op` (`ok`), or skipped it (the statement
+    /// is still there, unless pgring has prepared it again since).
+    pub fn close_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool) {
+        if self.unsure.get(&statement.id) != Some(&op) {
+            return;
+        }
+        self.unsure.remove(&statement.id);
+        if !ok && !self.entries.contains_key(&statement.id) {
+            self.clock += 1;
+            self.entries.insert(
+                statement.id,
+                Entry {
+                    statement: statement.clone(),
+                    last_used: 0,
+                    op,
+                    pending: None,
+                },
+            );
+        }
     }
 
     /// A Sync went out: later uses start a new batch.
     pub fn end_batch(&mut self) {
+        self.batch += 1;
         self.batch_start = self.clock + 1;
     }
 
-    /// The least recently used statement outside the batch in flight, taken out, when
-    /// the connection holds `max` or more.
-    pub fn evict_for_one_more(&mut self, max: usize) -> Option<Rc<Statement>> {
+    /// The least recently used statement outside the batch in flight, when the
+    /// connection holds `max` or more: closed from now on, with the Close's number.
+    pub fn evict_for_one_more(&mut self, max: usize) -> Option<(Rc<Statement>, u64)> {
         if self.entries.len() < max {
             return None;
         }
-        let (&id, _) = self
+        let (_, entry) = self
             .entries
             .iter()
-            .filter(|(_, (_, used))| *used < self.batch_start)
-            .min_by_key(|(_, (_, used))| *used)?;
-        self.entries.remove(&id).map(|(s, _)| s)
+            .filter(|(_, e)| e.last_used < self.batch_start)
+            .min_by_key(|(_, e)| e.last_used)?;
+        let statement = entry.statement.clone();
+        let op = self.close_sent(&statement);
+        Some((statement, op))
     }
 
     /// The server dropped all its prepared statements (`DISCARD ALL`, `DEALLOCATE ALL`).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.unsure.clear();
     }
 
     /// pgring ran `sql` (`server_reset_query`) on the server: what it did to the
