@@ -546,3 +546,64 @@ fn same_name_different_text_per_client() {
         &errors[..errors.len().min(5)]
     );
 }
+
+/// A schema change behind a prepared statement: PostgreSQL answers a Bind of it with
+/// 0A000 `cached plan must not change result type`, and the statement stays broken on
+/// that connection for whoever uses it. Outside a transaction block pgring prepares the
+/// statement again and runs the client's one-statement batch once more: the client gets
+/// the rows in the new shape. Inside one, the error reaches the client, and its next use
+/// is prepared again.
+#[test]
+fn a_stale_plan_after_a_schema_change_is_prepared_again() {
+    let pg = cluster();
+    app_psql_t(&pg, "create table t(a int); insert into t values (1)");
+    // One server connection, so that the schema change happens behind its statement.
+    let pgring = pgring_tx(&pg, "default_pool_size = 1");
+    let mut a = raw_login(pgring.port());
+    let first = exchange(
+        &mut a,
+        Msgs::new()
+            .parse("s1", "select * from t")
+            .bind("", "s1", &[])
+            .execute("")
+            .sync(),
+        "first use",
+    );
+    assert_tags(&first, "12DCZ", "first use");
+
+    app_psql_t(&pg, "alter table t add column b int default 7");
+    let use_it = |a: &mut TcpStream, what: &str| {
+        exchange(
+            a,
+            Msgs::new()
+                .bind("", "s1", &[])
+                .describe(b'P', "")
+                .execute("")
+                .sync(),
+            what,
+        )
+    };
+    let after = use_it(&mut a, "after the schema change");
+    assert_tags(&after, "2TDCZ", "after the schema change");
+    let row = after.iter().find(|(t, _)| *t == b'D').unwrap();
+    assert_eq!(
+        raw::data_row(&row.1),
+        [Some("1".to_owned()), Some("7".to_owned())]
+    );
+
+    // In a transaction block the batch is not run again: the client gets the error.
+    app_psql_t(&pg, "alter table t add column c int default 8");
+    assert_eq!(simple_query(&mut a, "BEGIN").status, b'T');
+    let in_block = use_it(&mut a, "in a transaction block");
+    assert_eq!(error_codes(&in_block), ["0A000"], "{in_block:?}");
+    assert_eq!(simple_query(&mut a, "ROLLBACK").status, b'I');
+    let next = use_it(&mut a, "the next use");
+    assert_tags(&next, "2TDCZ", "the next use");
+    let row = next.iter().find(|(t, _)| *t == b'D').unwrap();
+    assert_eq!(raw::data_row(&row.1).len(), 3);
+    terminate(a);
+}
+
+fn app_psql_t(pg: &PgCluster, sql: &str) {
+    raw::app_psql(pg, sql);
+}

@@ -358,6 +358,14 @@ impl Session {
         let result = conn.write_all(bytes).await;
         server.rbuf.consume(used);
         result?;
+        if !machine.to_server().is_empty() {
+            // A batch the machine runs again (a stale plan): pgring's own bytes only.
+            let again = machine.to_server().bytes(&[], gather);
+            if let Err(e) = server.stream.write_all_flushed(again).await {
+                self.drop_server();
+                return Err(SessionError::server_io(e));
+            }
+        }
         match after {
             After::Release => self.detach(),
             After::RefuseTransactionBlock => {

@@ -264,6 +264,42 @@ pub struct Session {
     server_unread: bool,
     /// The deadline set by [`Session::poll_timeout`].
     deadline: Option<(Instant, Timeout)>,
+    /// A batch pgring may run again if its statement's plan is stale on the server.
+    replay: Replay,
+}
+
+/// The largest batch kept for running it again on a stale plan.
+const MAX_REPLAY: usize = 8 * 1024;
+
+/// SQLSTATE of `cached plan must not change result type`, among others.
+const FEATURE_NOT_SUPPORTED: &[u8] = b"0A000";
+
+/// A batch of one statement (Bind, maybe Describe of the portal, Execute, Sync), sent
+/// while nothing else was in flight and no transaction block was open, kept so that a
+/// stale plan on the server (PostgreSQL's `cached plan must not change result type`, a
+/// schema change behind a statement prepared before it) costs the client nothing: pgring
+/// prepares the statement again and runs the batch once more.
+#[derive(Debug, Default)]
+enum Replay {
+    #[default]
+    None,
+    /// Being recorded, up to its Sync.
+    Recording {
+        statement: Rc<Statement>,
+        bytes: Vec<u8>,
+    },
+    /// Sent whole; its answer is awaited.
+    Sent {
+        statement: Rc<Statement>,
+        bytes: Vec<u8>,
+    },
+    /// The server failed its Bind on a stale plan: the error is held back until the
+    /// ReadyForQuery, to be dropped if the batch is run again.
+    Failed {
+        statement: Rc<Statement>,
+        bytes: Vec<u8>,
+        error: Vec<u8>,
+    },
 }
 
 impl Session {
@@ -303,6 +339,7 @@ impl Session {
             readies: (0, 0),
             server_unread: false,
             deadline: None,
+            replay: Replay::None,
         }
     }
 
@@ -326,6 +363,7 @@ impl Session {
         self.attached = false;
         self.pipeline.reset();
         self.query_started = None;
+        self.replay = Replay::None;
         std::mem::take(&mut self.server_statements)
     }
 
@@ -562,6 +600,7 @@ impl Session {
                     return Ok(0);
                 }
                 self.client_parse(&avail[..total], pos)?;
+                self.replay_follow(msg_tag, None);
                 return Ok(total);
             }
             tag::BIND if tracked => return self.client_bind(avail, pos, total),
@@ -570,6 +609,7 @@ impl Session {
                     return Ok(0);
                 }
                 self.client_describe_or_close(&avail[..total], pos)?;
+                self.replay_follow(msg_tag, Some(&avail[..total]));
                 return Ok(total);
             }
             tag::DESCRIBE if !self.pipeline.is_skipping() => {
@@ -601,6 +641,9 @@ impl Session {
                     self.server_statements.end_batch();
                 }
             }
+        }
+        if !matches!(self.replay, Replay::None) {
+            self.replay_follow(msg_tag, whole.then(|| &avail[..total]));
         }
         Ok(self.forward_client(avail, pos, total))
     }
@@ -760,17 +803,121 @@ impl Session {
         }
         let tracking = self.tracking.as_ref().expect("tracked");
         bump(&tracking.registry.counts.binds);
+        let statement = tracking.client.get(name).cloned();
+        // The batch may be run again on a stale plan if it starts with this Bind while
+        // nothing else is in flight, outside a transaction block.
+        let replayable = statement.is_some()
+            && self.pipeline.is_empty()
+            && self.pipeline.status() == TxStatus::Idle
+            && avail.len() >= total
+            && total <= MAX_REPLAY;
         // A Parse injected for the statement goes before the Bind, and so does its entry.
         let server_name = self.server_name_for(name);
         self.pipeline.on_client_tag(tag::BIND);
         let Some(server_name) = server_name else {
+            self.replay = Replay::None;
             return Ok(self.forward_client(avail, pos, total));
         };
+        if let Some(statement) = &statement {
+            self.pipeline.bound(statement.clone());
+        }
         let head = HEADER_LEN + stmt_end + 1;
         let portal = &body[..portal_end];
         self.to_server
             .make(|out| prepared::bind_head(out, portal, &server_name, total - head));
+        self.replay = match statement {
+            Some(statement) if replayable => {
+                let mut bytes = BytesMut::new();
+                prepared::bind_head(&mut bytes, portal, &server_name, total - head);
+                bytes.put_slice(&avail[head..total]);
+                Replay::Recording {
+                    statement,
+                    bytes: bytes.to_vec(),
+                }
+            }
+            _ => match std::mem::take(&mut self.replay) {
+                failed @ Replay::Failed { .. } => failed,
+                _ => Replay::None,
+            },
+        };
         Ok(self.forward_client_from(avail, pos, head, total))
+    }
+
+    /// Follows the batch being recorded for a replay with the client's next message
+    /// (whole, when it was): Describe of the portal and Execute join it, Sync ends it,
+    /// anything else means it will not be replayed.
+    fn replay_follow(&mut self, msg_tag: u8, message: Option<&[u8]>) {
+        self.replay = match (std::mem::take(&mut self.replay), message) {
+            (
+                Replay::Recording {
+                    statement,
+                    mut bytes,
+                },
+                Some(message),
+            ) if bytes.len() + message.len() <= MAX_REPLAY => {
+                let joins = msg_tag == tag::EXECUTE
+                    || (msg_tag == tag::DESCRIBE && message.get(HEADER_LEN) == Some(&b'P'));
+                bytes.extend_from_slice(message);
+                if msg_tag == tag::SYNC {
+                    Replay::Sent { statement, bytes }
+                } else if joins {
+                    Replay::Recording { statement, bytes }
+                } else {
+                    Replay::None
+                }
+            }
+            // The held error still goes to the client, unless the batch can be run again.
+            (failed @ Replay::Failed { .. }, _) => failed,
+            _ => Replay::None,
+        };
+    }
+
+    /// Runs a batch again whose statement had a stale plan on this server: the
+    /// statement is closed and prepared anew, then the client's batch is sent again.
+    fn run_again(&mut self, statement: Rc<Statement>, bytes: Vec<u8>) {
+        let tracking = self.tracking.as_ref().expect("tracked");
+        bump(&tracking.registry.counts.server_parses);
+        self.to_server
+            .make(|out| prepared::close_statement(out, &statement.name));
+        self.pipeline.push(Expect::Close {
+            reply: Reply::Swallow,
+            note: Note::None,
+            named: None,
+        });
+        self.to_server.make(|out| out.put_slice(&statement.parse));
+        let op = self.server_statements.parse_sent(statement.clone());
+        self.pipeline.push(Expect::Parse {
+            reply: Reply::Swallow,
+            note: Note::Prepared {
+                statement: statement.clone(),
+                op,
+                after_close: true,
+            },
+            named: None,
+        });
+        self.to_server.make(|out| out.put_slice(&bytes));
+        let mut pos = 0;
+        while pos + HEADER_LEN <= bytes.len() {
+            let msg_tag = bytes[pos];
+            let len = u32::from_be_bytes([
+                bytes[pos + 1],
+                bytes[pos + 2],
+                bytes[pos + 3],
+                bytes[pos + 4],
+            ]);
+            match msg_tag {
+                tag::BIND => {
+                    self.pipeline.on_client_tag(tag::BIND);
+                    self.pipeline.bound(statement.clone());
+                }
+                tag::DESCRIBE => self.pipeline.push(Expect::DescribePortal),
+                _ => self.pipeline.on_client_tag(msg_tag),
+            }
+            if msg_tag == tag::SYNC {
+                self.server_statements.end_batch();
+            }
+            pos += 1 + len as usize;
+        }
     }
 
     fn client_describe_or_close(&mut self, message: &[u8], pos: usize) -> Result<(), SessionFault> {
@@ -836,6 +983,7 @@ impl Session {
     /// were used (a message pgring reads whole is left until it has fully arrived).
     pub fn handle_server(&mut self, data: &[u8]) -> Result<(usize, After), SessionFault> {
         self.to_client.clear();
+        self.to_server.clear();
         self.parameter_status.clear();
         self.readies = (0, 0);
         let mut pos = 0;
@@ -844,6 +992,8 @@ impl Session {
         let mut answer_start = self.to_client.mark();
         loop {
             self.emit_answered();
+            // An error is read whole only when it may be a stale plan's.
+            let errors_whole = self.tracking.is_some();
             let step = self
                 .server_framer
                 .step(&data[pos..], |t| {
@@ -853,7 +1003,7 @@ impl Session {
                             | tag::PARAMETER_STATUS
                             | tag::COMMAND_COMPLETE
                             | NOTIFICATION_RESPONSE
-                    )
+                    ) || (errors_whole && t == tag::ERROR_RESPONSE)
                 })
                 .map_err(SessionFault::Server)?;
             let (msg_tag, body, len) = match step {
@@ -883,6 +1033,17 @@ impl Session {
                 Seen::Forward => {}
                 Seen::Completed(done) => {
                     if msg_tag == tag::ERROR_RESPONSE {
+                        if let (
+                            Expect::Bind {
+                                statement: Some(statement),
+                            },
+                            Some(body),
+                        ) = (&done, body)
+                        {
+                            if self.stale_plan(statement, body, &data[pos..pos + len]) {
+                                forward = false;
+                            }
+                        }
                         let skips = Pipeline::error_skips(&done);
                         self.undo(done);
                         if skips {
@@ -907,6 +1068,25 @@ impl Session {
                     }
                 }
                 Seen::Ready(status) => {
+                    let replay = match self.replay {
+                        Replay::Recording { .. } => Replay::None,
+                        _ => std::mem::take(&mut self.replay),
+                    };
+                    if let Replay::Failed {
+                        statement,
+                        bytes,
+                        error,
+                    } = replay
+                    {
+                        if self.pipeline.is_empty() && status == TxStatus::Idle {
+                            // Nothing else is in flight: run the batch again, and the
+                            // client sees its answer as if nothing had happened.
+                            self.run_again(statement, bytes);
+                            pos += len;
+                            continue;
+                        }
+                        self.to_client.make(|out| out.put_slice(&error));
+                    }
                     self.readies.0 += 1;
                     if status == TxStatus::Idle {
                         self.readies.1 += 1;
@@ -964,6 +1144,31 @@ impl Session {
                 ..
             } => self.server_statements.close_done(&statement, op, true),
             _ => {}
+        }
+    }
+
+    /// An ErrorResponse to a Bind of `statement`: when it says the server's plan is
+    /// stale (0A000), the server's copy is no longer used, and when the batch can be run
+    /// again the error is held back (true: not forwarded).
+    fn stale_plan(&mut self, statement: &Rc<Statement>, body: &[u8], message: &[u8]) -> bool {
+        let fields = backend::parse_error_response(body);
+        if fields.code.as_bytes() != FEATURE_NOT_SUPPORTED {
+            return false;
+        }
+        self.server_statements.mark_unsure(statement);
+        match std::mem::take(&mut self.replay) {
+            Replay::Sent {
+                statement: sent,
+                bytes,
+            } if Rc::ptr_eq(&sent, statement) => {
+                self.replay = Replay::Failed {
+                    statement: sent,
+                    bytes,
+                    error: message.to_vec(),
+                };
+                true
+            }
+            _ => false,
         }
     }
 

@@ -73,8 +73,9 @@ pub enum Expect {
         note: Note,
         named: Option<Named>,
     },
-    /// BindComplete.
-    Bind,
+    /// BindComplete. A Bind of a tracked statement names it, so that a stale plan
+    /// (`cached plan must not change result type`) can be told apart.
+    Bind { statement: Option<Rc<Statement>> },
     /// ParameterDescription, then RowDescription or NoData.
     DescribeStatement,
     /// RowDescription or NoData.
@@ -110,7 +111,7 @@ impl Expect {
         matches!(
             self,
             Expect::Parse { .. }
-                | Expect::Bind
+                | Expect::Bind { .. }
                 | Expect::DescribeStatement
                 | Expect::DescribePortal
                 | Expect::Execute
@@ -275,7 +276,7 @@ impl Pipeline {
             t::QUERY => Expect::Query,
             t::FUNCTION_CALL => Expect::FunctionCall,
             t::SYNC => Expect::Sync,
-            t::BIND => Expect::Bind,
+            t::BIND => Expect::Bind { statement: None },
             t::EXECUTE => Expect::Execute,
             t::COPY_DONE | t::COPY_FAIL => Expect::CopyEnd,
             t::COPY_DATA => {
@@ -291,6 +292,13 @@ impl Pipeline {
             _ => return,
         };
         self.queue.push_back(expect);
+    }
+
+    /// The Bind just recorded binds `statement`.
+    pub fn bound(&mut self, statement: Rc<Statement>) {
+        if let Some(Expect::Bind { statement: slot }) = self.queue.back_mut() {
+            *slot = Some(statement);
+        }
     }
 
     /// Records a message whose answer the caller describes (Parse, Describe, Close).
@@ -395,7 +403,7 @@ impl Pipeline {
                 t::ERROR_RESPONSE => Ok(Seen::Completed(self.pop())),
                 _ => desync("ParseComplete"),
             },
-            Expect::Bind => match tag {
+            Expect::Bind { .. } => match tag {
                 t::BIND_COMPLETE | t::ERROR_RESPONSE => Ok(Seen::Completed(self.pop())),
                 _ => desync("BindComplete"),
             },

@@ -312,6 +312,14 @@ impl ServerStatements {
         }
     }
 
+    /// The server's copy of `statement` is not to be used (its plan is stale): the next
+    /// use closes and prepares it again.
+    pub fn mark_unsure(&mut self, statement: &Statement) {
+        self.next_op += 1;
+        self.entries.remove(&statement.id);
+        self.unsure.insert(statement.id, self.next_op);
+    }
+
     /// A Sync went out: later uses start a new batch.
     pub fn end_batch(&mut self) {
         self.batch += 1;

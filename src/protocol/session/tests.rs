@@ -124,6 +124,8 @@ struct FakePg {
     input: Vec<u8>,
     out: Vec<u8>,
     statements: HashMap<String, &'static str>,
+    /// Statements whose plan a schema change made stale: a Bind fails with 0A000.
+    stale: std::collections::HashSet<String>,
     portal: Option<&'static str>,
     in_block: bool,
     failed: bool,
@@ -140,6 +142,7 @@ impl FakePg {
             input: Vec::new(),
             out: Vec::new(),
             statements: HashMap::new(),
+            stale: Default::default(),
             portal: None,
             in_block: false,
             failed: false,
@@ -331,6 +334,7 @@ impl FakePg {
                     self.error("42P05");
                     false
                 } else {
+                    self.stale.remove(&name);
                     self.statements.insert(name, sql);
                     put_msg(&mut self.out, b'1', b"");
                     true
@@ -340,6 +344,10 @@ impl FakePg {
                 let portal = cstr_at(0);
                 let stmt = cstr_at(portal.len() + 1);
                 match self.statements.get(&stmt) {
+                    Some(_) if self.stale.contains(&stmt) => {
+                        self.error("0A000");
+                        false
+                    }
                     Some(sql) => {
                         self.portal = Some(sql);
                         put_msg(&mut self.out, b'2', b"");
@@ -384,6 +392,7 @@ impl FakePg {
             }
             b'C' => {
                 if body[0] == b'S' {
+                    self.stale.remove(&cstr_at(1));
                     self.statements.remove(&cstr_at(1));
                 } else {
                     self.portal = None;
@@ -548,6 +557,9 @@ impl Client {
                 .bytes(&self.server_pending, &mut gather)
                 .to_vec();
             self.received.extend_from_slice(&out);
+            // What pgring sends the server on its own (a batch run again).
+            let again = self.machine.to_server().bytes(&[], &mut gather).to_vec();
+            pool.servers[server].0.input.extend_from_slice(&again);
             self.server_pending.drain(..used);
             offered -= used;
             if after == After::Release {
@@ -1133,4 +1145,58 @@ fn a_notification_from_the_clients_backend_shows_the_clients_pid() {
     a.run_client(&mut pool, false);
     a.run_server(&mut pool);
     assert_eq!(&a.received[5..9], &77i32.to_be_bytes());
+}
+
+/// A schema change made the server's plan of a statement stale (PostgreSQL's `cached
+/// plan must not change result type`, 0A000): a one-statement batch outside a
+/// transaction block is run again on a fresh Parse and the client sees its rows; in a
+/// transaction block the error reaches the client, and the next use prepares the
+/// statement again.
+#[test]
+fn a_stale_plan_is_prepared_again_and_the_batch_run_once_more() {
+    let registry = Rc::new(StatementRegistry::default());
+    let mut pool = Pool::new(1);
+    let mut a = Client::new(&registry, 1, 200, 1 << 20);
+    let use_it = |a: &mut Client, pool: &mut Pool, units: &[Msg]| {
+        a.received.clear();
+        for m in units {
+            encode(m, &mut a.pending);
+        }
+        a.run_client(pool, false);
+        a.run_server(pool);
+        a.run_client(pool, false);
+        a.run_server(pool);
+        tags(&a.received)
+    };
+    let batch = [Msg::Bind("s".into()), Msg::Execute, Msg::Sync];
+    assert_eq!(
+        use_it(
+            &mut a,
+            &mut pool,
+            &[Msg::Parse("s".into(), "select 7"), Msg::Sync]
+        ),
+        "1Z"
+    );
+    assert_eq!(use_it(&mut a, &mut pool, &batch), "2DCZ");
+    let stale_all = |pool: &mut Pool| {
+        let fake = &mut pool.servers[0].0;
+        fake.stale = fake.statements.keys().cloned().collect();
+    };
+    stale_all(&mut pool);
+    assert_eq!(use_it(&mut a, &mut pool, &batch), "2DCZ", "run again");
+    assert_eq!(use_it(&mut a, &mut pool, &batch), "2DCZ");
+    assert!(pool.servers[0].0.stale.is_empty());
+    // In a transaction block: the error reaches the client; the next use prepares anew.
+    stale_all(&mut pool);
+    assert_eq!(use_it(&mut a, &mut pool, &[Msg::Query("begin")]), "CZ");
+    assert_eq!(use_it(&mut a, &mut pool, &batch), "EZ");
+    assert_eq!(use_it(&mut a, &mut pool, &[Msg::Query("commit")]), "CZ");
+    assert_eq!(use_it(&mut a, &mut pool, &batch), "2DCZ");
+    // Two batches sent at once: neither is run again (something else is in flight), and
+    // both get the error, as from PostgreSQL; the next use is prepared again.
+    stale_all(&mut pool);
+    let mut two = batch.to_vec();
+    two.extend(batch.iter().cloned());
+    assert_eq!(use_it(&mut a, &mut pool, &two), "EZEZ");
+    assert_eq!(use_it(&mut a, &mut pool, &batch), "2DCZ");
 }
