@@ -218,7 +218,7 @@ impl Session {
             if !attached {
                 conn.rbuf.release_if_idle();
             }
-            let timeout = self.machine.poll_timeout(Instant::now());
+            let timeout = self.machine.poll_timeout(Instant::now);
             let read_client = !self.machine.backlogged();
             let shutdown = (!attached).then_some(&mut self.shutdown);
             let event = wait(

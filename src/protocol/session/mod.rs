@@ -130,10 +130,12 @@ enum Piece {
     Made { start: usize, end: usize },
 }
 
-/// The bytes to write to one side, in order.
+/// The bytes to write to one side, in order. The first piece is kept inline: plain
+/// forwarding, one range of the input, needs no allocation.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pieces: Vec<Piece>,
+    head: Option<Piece>,
+    tail: Vec<Piece>,
     made: BytesMut,
 }
 
@@ -144,27 +146,49 @@ struct Mark {
     last_end: usize,
 }
 
+fn piece_end(piece: &mut Piece) -> &mut usize {
+    match piece {
+        Piece::Input { end, .. } | Piece::Made { end, .. } => end,
+    }
+}
+
 impl Plan {
     fn clear(&mut self) {
-        self.pieces.clear();
+        self.head = None;
+        self.tail.clear();
         self.made.clear();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
+        self.head.is_none()
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Piece> {
+        match self.tail.last_mut() {
+            Some(last) => Some(last),
+            None => self.head.as_mut(),
+        }
+    }
+
+    fn push(&mut self, piece: Piece) {
+        if self.head.is_none() {
+            self.head = Some(piece);
+        } else {
+            self.tail.push(piece);
+        }
     }
 
     fn input(&mut self, start: usize, end: usize) {
         if start == end {
             return;
         }
-        if let Some(Piece::Input { end: last_end, .. }) = self.pieces.last_mut() {
+        if let Some(Piece::Input { end: last_end, .. }) = self.last_mut() {
             if *last_end == start {
                 *last_end = end;
                 return;
             }
         }
-        self.pieces.push(Piece::Input { start, end });
+        self.push(Piece::Input { start, end });
     }
 
     fn make(&mut self, build: impl FnOnce(&mut BytesMut)) {
@@ -174,53 +198,54 @@ impl Plan {
         if start == end {
             return;
         }
-        if let Some(Piece::Made { end: last_end, .. }) = self.pieces.last_mut() {
+        if let Some(Piece::Made { end: last_end, .. }) = self.last_mut() {
             if *last_end == start {
                 *last_end = end;
                 return;
             }
         }
-        self.pieces.push(Piece::Made { start, end });
+        self.push(Piece::Made { start, end });
     }
 
-    fn mark(&self) -> Mark {
-        let last_end = match self.pieces.last() {
-            Some(Piece::Input { end, .. } | Piece::Made { end, .. }) => *end,
-            None => 0,
-        };
-        Mark {
-            pieces: self.pieces.len(),
-            last_end,
-        }
+    fn mark(&mut self) -> Mark {
+        let pieces = usize::from(self.head.is_some()) + self.tail.len();
+        let last_end = self.last_mut().map_or(0, |p| *piece_end(p));
+        Mark { pieces, last_end }
     }
 
     fn truncate(&mut self, mark: Mark) {
-        self.pieces.truncate(mark.pieces);
-        if let Some(Piece::Input { end, .. } | Piece::Made { end, .. }) = self.pieces.last_mut() {
-            *end = mark.last_end;
+        if mark.pieces == 0 {
+            self.head = None;
+            self.tail.clear();
+            return;
+        }
+        self.tail.truncate(mark.pieces - 1);
+        if let Some(last) = self.last_mut() {
+            *piece_end(last) = mark.last_end;
         }
     }
 
     /// The bytes to write: borrowed from `input` when the plan is one range of it (the
     /// usual case), else gathered into `gather`.
     pub fn bytes<'a>(&'a self, input: &'a [u8], gather: &'a mut Vec<u8>) -> &'a [u8] {
-        match self.pieces.as_slice() {
-            [] => &[],
-            [Piece::Input { start, end }] => &input[*start..*end],
-            [Piece::Made { start, end }] => &self.made[*start..*end],
-            pieces => {
-                gather.clear();
-                for piece in pieces {
-                    match *piece {
-                        Piece::Input { start, end } => gather.extend_from_slice(&input[start..end]),
-                        Piece::Made { start, end } => {
-                            gather.extend_from_slice(&self.made[start..end])
-                        }
-                    }
-                }
-                gather
+        let Some(head) = self.head else {
+            return &[];
+        };
+        let slice = |piece: Piece| -> &'a [u8] {
+            match piece {
+                Piece::Input { start, end } => &input[start..end],
+                Piece::Made { start, end } => &self.made[start..end],
             }
+        };
+        if self.tail.is_empty() {
+            return slice(head);
         }
+        gather.clear();
+        gather.extend_from_slice(slice(head));
+        for piece in &self.tail {
+            gather.extend_from_slice(slice(*piece));
+        }
+        gather
     }
 }
 
@@ -459,7 +484,17 @@ impl Session {
 
     /// Sets the deadline of the timeout that applies from `now` on and returns how long
     /// the shell's timer should run (`None`: no timeout applies).
-    pub fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
+    /// `now` is asked for only when a timeout is set.
+    pub fn poll_timeout(&mut self, now: impl Fn() -> Instant) -> Option<Duration> {
+        let s = &self.settings;
+        if s.client_idle_timeout.is_zero()
+            && s.idle_transaction_timeout.is_zero()
+            && s.query_timeout.is_zero()
+        {
+            self.deadline = None;
+            return None;
+        }
+        let now = now();
         self.deadline = self.timeout(now).map(|(left, which)| (now + left, which));
         self.deadline
             .map(|(at, _)| at.saturating_duration_since(now))
@@ -692,10 +727,10 @@ impl Session {
         let statement = tracking.registry.intern(body, name_end);
         let name = &body[..name_end];
         tracking.client.insert(name, statement.clone());
-        let named = Some(Named {
+        let named = Some(Box::new(Named {
             name: name.into(),
             statement: statement.clone(),
-        });
+        }));
         match self.server_statements.presence(&statement) {
             Presence::Ready => {
                 self.server_statements.touch(&statement);
@@ -717,7 +752,7 @@ impl Session {
         &mut self,
         statement: Rc<Statement>,
         reply: Reply,
-        named: Option<Named>,
+        named: Option<Box<Named>>,
         presence: Presence,
     ) {
         let tracking = self.tracking.as_ref().expect("tracked");
@@ -944,9 +979,11 @@ impl Session {
         if msg_tag == tag::CLOSE {
             // The server's copy stays for other clients; pgring answers in its place.
             let tracking = self.tracking.as_mut().expect("tracked");
-            let named = tracking.client.remove(name).map(|statement| Named {
-                name: name.into(),
-                statement,
+            let named = tracking.client.remove(name).map(|statement| {
+                Box::new(Named {
+                    name: name.into(),
+                    statement,
+                })
             });
             self.pipeline.push(Expect::Close {
                 reply: Reply::Answer,
@@ -968,7 +1005,11 @@ impl Session {
 
     /// Writes the answers pgring gives itself that are now due (everything before them
     /// has been answered).
+    #[inline]
     fn emit_answered(&mut self) {
+        if !self.pipeline.has_unanswered() {
+            return;
+        }
         while let Some(answered) = self.pipeline.pop_answered() {
             let answer = match answered {
                 Expect::Parse { .. } => tag::PARSE_COMPLETE,
@@ -1197,7 +1238,8 @@ impl Session {
             if parse {
                 tracking.client.remove_if(&named.name, &named.statement);
             } else {
-                tracking.client.insert(&named.name, named.statement);
+                let Named { name, statement } = *named;
+                tracking.client.insert(&name, statement);
             }
         }
     }

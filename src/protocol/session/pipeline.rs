@@ -71,7 +71,7 @@ pub enum Expect {
     Parse {
         reply: Reply,
         note: Note,
-        named: Option<Named>,
+        named: Option<Box<Named>>,
     },
     /// BindComplete. A Bind of a tracked statement names it, so that a stale plan
     /// (`cached plan must not change result type`) can be told apart.
@@ -86,7 +86,7 @@ pub enum Expect {
     Close {
         reply: Reply,
         note: Note,
-        named: Option<Named>,
+        named: Option<Box<Named>>,
     },
     /// ReadyForQuery.
     Sync,
@@ -145,6 +145,27 @@ pub struct Pipeline {
     /// server may be in an implicit transaction that only that Sync ends, even with
     /// every answer in.
     open_batch: bool,
+    /// Entries in the queue that the server does not answer (markers, and answers
+    /// pgring gives itself): when there are none, [`Pipeline::pop_answered`] has nothing
+    /// to look for.
+    unanswered: u32,
+}
+
+/// Whether the server sends nothing for this entry.
+fn owes_nothing(e: &Expect) -> bool {
+    matches!(
+        e,
+        Expect::CopyEnd
+            | Expect::CopyData
+            | Expect::Parse {
+                reply: Reply::Answer,
+                ..
+            }
+            | Expect::Close {
+                reply: Reply::Answer,
+                ..
+            }
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +247,7 @@ impl Pipeline {
         self.described = false;
         self.skipping = false;
         self.open_batch = false;
+        self.unanswered = 0;
     }
 
     /// Records a client message by its tag, for the messages whose answer needs nothing
@@ -273,18 +295,22 @@ impl Pipeline {
             _ => {}
         }
         let expect = match tag {
+            t::COPY_DONE | t::COPY_FAIL => {
+                self.unanswered += 1;
+                Expect::CopyEnd
+            }
             t::QUERY => Expect::Query,
             t::FUNCTION_CALL => Expect::FunctionCall,
             t::SYNC => Expect::Sync,
             t::BIND => Expect::Bind { statement: None },
             t::EXECUTE => Expect::Execute,
-            t::COPY_DONE | t::COPY_FAIL => Expect::CopyEnd,
             t::COPY_DATA => {
                 if matches!(self.queue.back(), Some(Expect::CopyData) | None) {
                     // Outside a COPY the server ignores CopyData; one marker in a row is
                     // enough to tell that data went before what follows.
                     return;
                 }
+                self.unanswered += 1;
                 Expect::CopyData
             }
             // Flush is answered by nothing; unknown tags make the server fail the
@@ -306,6 +332,9 @@ impl Pipeline {
     pub fn push(&mut self, expect: Expect) {
         debug_assert!(!self.skipping);
         self.open_batch = true;
+        if owes_nothing(&expect) {
+            self.unanswered += 1;
+        }
         if self.client_in_copy {
             // Anything but CopyData, CopyDone, CopyFail, Sync and Flush aborts the copy.
             self.client_in_copy = false;
@@ -314,12 +343,23 @@ impl Pipeline {
         self.queue.push_back(expect);
     }
 
+    /// Some entry in flight owes nothing from the server (see
+    /// [`Pipeline::pop_answered`]); usually none does.
+    #[inline]
+    pub fn has_unanswered(&self) -> bool {
+        self.unanswered > 0
+    }
+
     /// Pops what is at the front and owes nothing from the server: markers, and the
     /// answers pgring gives itself (returned, to be written to the client now).
     pub fn pop_answered(&mut self) -> Option<Expect> {
+        if self.unanswered == 0 {
+            return None;
+        }
         while let Some(front) = self.queue.front() {
             if front.is_marker() {
                 self.queue.pop_front();
+                self.unanswered -= 1;
                 continue;
             }
             if matches!(
@@ -332,6 +372,7 @@ impl Pipeline {
                     ..
                 }
             ) {
+                self.unanswered -= 1;
                 return self.queue.pop_front();
             }
             return None;
@@ -498,7 +539,11 @@ impl Pipeline {
             if matches!(front, Expect::Sync) {
                 return;
             }
-            skipped(self.pop());
+            let e = self.pop();
+            if owes_nothing(&e) {
+                self.unanswered -= 1;
+            }
+            skipped(e);
         }
         // The Sync has not been sent yet: what comes before it is skipped too.
         self.skipping = true;

@@ -171,6 +171,14 @@ impl ClientStatements {
 /// of a statement that does not exist is no error).
 #[derive(Debug, Default)]
 pub struct ServerStatements {
+    /// Allocated at the first statement: most connections of an untracked pool, and
+    /// every idle session, keep one pointer.
+    inner: Option<Box<Known>>,
+}
+
+/// What [`ServerStatements`] knows once it knows anything.
+#[derive(Debug, Default)]
+struct Known {
     entries: HashMap<u64, Entry>,
     /// Statements that may or may not exist on the server (an eviction not confirmed
     /// yet, or a re-prepare the server skipped), with the operation that made them so.
@@ -213,7 +221,111 @@ pub enum Presence {
 }
 
 impl ServerStatements {
+    fn known(&mut self) -> &mut Known {
+        self.inner.get_or_insert_with(Default::default)
+    }
+
     pub fn presence(&self, statement: &Statement) -> Presence {
+        self.inner
+            .as_ref()
+            .map_or(Presence::Absent, |k| k.presence(statement))
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().map_or(0, |k| k.entries.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks a use of a statement the server has.
+    pub fn touch(&mut self, statement: &Statement) {
+        if let Some(k) = self.inner.as_mut() {
+            k.touch(statement);
+        }
+    }
+
+    /// A Parse of `statement` goes out: it counts as prepared from now on. Returns the
+    /// operation's number, for [`ServerStatements::parse_done`].
+    pub fn parse_sent(&mut self, statement: Rc<Statement>) -> u64 {
+        self.known().parse_sent(statement)
+    }
+
+    /// The server answered the Parse `op` (`ok`), or failed or skipped it. A skipped
+    /// Parse that followed a Close of the same statement leaves it unsure again.
+    pub fn parse_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool, after_close: bool) {
+        if let Some(k) = self.inner.as_mut() {
+            k.parse_done(statement, op, ok, after_close);
+        }
+    }
+
+    /// The server answered the eviction Close `op` (`ok`), or skipped it (the statement
+    /// is still there, unless pgring has prepared it again since).
+    pub fn close_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool) {
+        if let Some(k) = self.inner.as_mut() {
+            k.close_done(statement, op, ok);
+        }
+    }
+
+    /// The server's copy of `statement` is not to be used (its plan is stale): the next
+    /// use closes and prepares it again.
+    pub fn mark_unsure(&mut self, statement: &Statement) {
+        self.known().mark_unsure(statement);
+    }
+
+    /// A Sync went out: later uses start a new batch.
+    pub fn end_batch(&mut self) {
+        if let Some(k) = self.inner.as_mut() {
+            k.end_batch();
+        }
+    }
+
+    /// The least recently used statement outside the batch in flight, when the
+    /// connection holds `max` or more: closed from now on, with the Close's number.
+    pub fn evict_for_one_more(&mut self, max: usize) -> Option<(Rc<Statement>, u64)> {
+        self.inner.as_mut()?.evict_for_one_more(max)
+    }
+
+    /// The server dropped all its prepared statements (`DISCARD ALL`, `DEALLOCATE ALL`).
+    pub fn clear(&mut self) {
+        if let Some(k) = self.inner.as_mut() {
+            k.clear();
+        }
+    }
+
+    /// pgring ran `sql` (`server_reset_query`) on the server: what it did to the
+    /// statements. `DISCARD ALL` and `DEALLOCATE ALL` drop them all; any other
+    /// `DEALLOCATE` drops some pgring cannot name.
+    pub fn after_reset_query(&mut self, sql: &str) {
+        let words: Vec<String> = sql
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let drops_all = words
+            .windows(2)
+            .any(|w| (w[0] == "DISCARD" || w[0] == "DEALLOCATE") && w[1] == "ALL");
+        if drops_all {
+            self.clear();
+        } else if words.iter().any(|w| w == "DEALLOCATE") {
+            self.poison();
+        }
+    }
+
+    /// The server dropped statements pgring cannot name (SQL `DEALLOCATE`): it must not
+    /// be reused.
+    pub fn poison(&mut self) {
+        self.known().poisoned = true;
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.as_ref().is_some_and(|k| k.poisoned)
+    }
+}
+
+impl Known {
+    fn presence(&self, statement: &Statement) -> Presence {
         if self.unsure.contains_key(&statement.id) {
             return Presence::Unsure;
         }
@@ -227,16 +339,8 @@ impl ServerStatements {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Marks a use of a statement the server has.
-    pub fn touch(&mut self, statement: &Statement) {
+    fn touch(&mut self, statement: &Statement) {
         self.clock += 1;
         if let Some(entry) = self.entries.get_mut(&statement.id) {
             entry.last_used = self.clock;
@@ -245,7 +349,7 @@ impl ServerStatements {
 
     /// A Parse of `statement` goes out: it counts as prepared from now on. Returns the
     /// operation's number, for [`ServerStatements::parse_done`].
-    pub fn parse_sent(&mut self, statement: Rc<Statement>) -> u64 {
+    fn parse_sent(&mut self, statement: Rc<Statement>) -> u64 {
         self.clock += 1;
         self.next_op += 1;
         let op = self.next_op;
@@ -264,7 +368,7 @@ impl ServerStatements {
 
     /// The server answered the Parse `op` (`ok`), or failed or skipped it. A skipped
     /// Parse that followed a Close of the same statement leaves it unsure again.
-    pub fn parse_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool, after_close: bool) {
+    fn parse_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool, after_close: bool) {
         let Some(entry) = self.entries.get_mut(&statement.id) else {
             return;
         };
@@ -293,7 +397,7 @@ impl ServerStatements {
 
     /// The server answered the eviction Close `op` (`ok`), or skipped it (the statement
     /// is still there, unless pgring has prepared it again since).
-    pub fn close_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool) {
+    fn close_done(&mut self, statement: &Rc<Statement>, op: u64, ok: bool) {
         if self.unsure.get(&statement.id) != Some(&op) {
             return;
         }
@@ -314,21 +418,21 @@ impl ServerStatements {
 
     /// The server's copy of `statement` is not to be used (its plan is stale): the next
     /// use closes and prepares it again.
-    pub fn mark_unsure(&mut self, statement: &Statement) {
+    fn mark_unsure(&mut self, statement: &Statement) {
         self.next_op += 1;
         self.entries.remove(&statement.id);
         self.unsure.insert(statement.id, self.next_op);
     }
 
     /// A Sync went out: later uses start a new batch.
-    pub fn end_batch(&mut self) {
+    fn end_batch(&mut self) {
         self.batch += 1;
         self.batch_start = self.clock + 1;
     }
 
     /// The least recently used statement outside the batch in flight, when the
     /// connection holds `max` or more: closed from now on, with the Close's number.
-    pub fn evict_for_one_more(&mut self, max: usize) -> Option<(Rc<Statement>, u64)> {
+    fn evict_for_one_more(&mut self, max: usize) -> Option<(Rc<Statement>, u64)> {
         if self.entries.len() < max {
             return None;
         }
@@ -343,36 +447,9 @@ impl ServerStatements {
     }
 
     /// The server dropped all its prepared statements (`DISCARD ALL`, `DEALLOCATE ALL`).
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.entries.clear();
         self.unsure.clear();
-    }
-
-    /// pgring ran `sql` (`server_reset_query`) on the server: what it did to the
-    /// statements. `DISCARD ALL` and `DEALLOCATE ALL` drop them all; any other
-    /// `DEALLOCATE` drops some pgring cannot name.
-    pub fn after_reset_query(&mut self, sql: &str) {
-        let words: Vec<String> = sql
-            .split(|c: char| c.is_whitespace() || c == ';')
-            .filter(|w| !w.is_empty())
-            .map(str::to_ascii_uppercase)
-            .collect();
-        let drops_all = words
-            .windows(2)
-            .any(|w| (w[0] == "DISCARD" || w[0] == "DEALLOCATE") && w[1] == "ALL");
-        if drops_all {
-            self.clear();
-        } else if words.iter().any(|w| w == "DEALLOCATE") {
-            self.poison();
-        }
-    }
-
-    pub fn poison(&mut self) {
-        self.poisoned = true;
-    }
-
-    pub fn is_poisoned(&self) -> bool {
-        self.poisoned
     }
 }
 

@@ -992,7 +992,7 @@ fn half_a_message_keeps_the_server_until_it_is_whole() {
     assert_eq!(tags(&a.received), "TDCZ");
     assert!(a.server.is_some(), "released with half a message sent");
     assert!(pool.idle.is_empty());
-    assert_eq!(a.machine.poll_timeout(Instant::now()), None);
+    assert_eq!(a.machine.poll_timeout(Instant::now), None);
     // The rest of it arrives: the server is free again.
     a.pending.extend_from_slice(&copy_data[10..]);
     a.run_client(&mut pool, false);
@@ -1016,7 +1016,7 @@ fn an_unfinished_message_is_under_idle_transaction_timeout() {
     let (used, after) = m.handle_client(&bytes[..20], Instant::now).unwrap();
     assert_eq!((used, after), (20, After::Continue));
     let now = Instant::now();
-    assert_eq!(m.poll_timeout(now), Some(Duration::from_secs(3)));
+    assert_eq!(m.poll_timeout(|| now), Some(Duration::from_secs(3)));
     assert_eq!(
         m.handle_timeout(now + Duration::from_secs(3)),
         Some(Timeout::IdleTransaction)
