@@ -48,6 +48,23 @@ struct Limits {
     log_errors: bool,
 }
 
+/// The session machine, made at the client's first message: a client that logs in and
+/// sits idle keeps only its settings.
+enum Machine {
+    Waiting(Box<machine::Settings>),
+    Running(Box<machine::Session>),
+}
+
+impl Machine {
+    /// The machine, once it runs (a server is attached only after it asked for one).
+    fn get(&mut self) -> &mut machine::Session {
+        match self {
+            Machine::Running(m) => m,
+            Machine::Waiting(_) => unreachable!("the machine runs before a server is attached"),
+        }
+    }
+}
+
 /// The largest client message a session with tracked statements reads whole (a named
 /// Parse carries its query text). The buffer grows to it only while such a message is
 /// in flight and is given back while the client is idle.
@@ -81,7 +98,7 @@ struct Session {
     /// The login's outcome: the pool, the client's parameters, its cancel slot.
     login: LoggedIn,
     limits: Limits,
-    machine: Box<machine::Session>,
+    machine: Machine,
     /// Boxed: a pointer to move between the pool and the session, and 8 bytes in an
     /// idle session instead of the connection's state.
     server: Option<Box<ServerConn>>,
@@ -135,18 +152,13 @@ impl Session {
             log_errors: config.pooler.log_pooler_errors,
         };
         drop(config);
-        let machine = Box::new(machine::Session::new(
-            settings,
-            Some(login.pool.statements.clone()),
-            login.cancel.key().process_id,
-        ));
         let (shutdown_tx, shutdown) = oneshot::channel();
         login.cancel.set_shutdown(shutdown_tx);
         Session {
             shard,
             login,
             limits,
-            machine,
+            machine: Machine::Waiting(Box::new(settings)),
             server: None,
             gather: Vec::new(),
             shutdown,
@@ -218,8 +230,13 @@ impl Session {
             if !attached {
                 conn.rbuf.release_if_idle();
             }
-            let timeout = self.machine.poll_timeout(Instant::now);
-            let read_client = !self.machine.backlogged();
+            let (timeout, read_client) = match &mut self.machine {
+                Machine::Running(m) => (m.poll_timeout(Instant::now), !m.backlogged()),
+                Machine::Waiting(settings) => {
+                    let idle = settings.client_idle_timeout;
+                    ((!idle.is_zero()).then_some(idle), true)
+                }
+            };
             let shutdown = (!attached).then_some(&mut self.shutdown);
             let event = wait(
                 conn,
@@ -244,7 +261,11 @@ impl Session {
                 }
                 Event::Server(Ok(_)) => self.forward_server(conn).await?,
                 Event::Timeout => {
-                    if let Some(which) = self.machine.handle_timeout(Instant::now()) {
+                    let expired = match &self.machine {
+                        Machine::Running(m) => m.handle_timeout(Instant::now()),
+                        Machine::Waiting(_) => Some(machine::Timeout::ClientIdle),
+                    };
+                    if let Some(which) = expired {
                         self.drop_server();
                         return Err(SessionError::timeout(which));
                     }
@@ -261,7 +282,18 @@ impl Session {
         conn: &mut ClientConn,
     ) -> Result<Option<&'static str>, SessionError> {
         loop {
-            let step = self.machine.handle_client(conn.rbuf.data(), Instant::now);
+            if let Machine::Waiting(settings) = &self.machine {
+                let settings = (**settings).clone();
+                self.machine = Machine::Running(Box::new(machine::Session::new(
+                    settings,
+                    Some(self.login.pool.statements.clone()),
+                    self.login.cancel.key().process_id,
+                )));
+            }
+            let step = self
+                .machine
+                .get()
+                .handle_client(conn.rbuf.data(), Instant::now);
             let (used, after) = match step {
                 Ok(step) => step,
                 Err(fault) => {
@@ -274,13 +306,13 @@ impl Session {
                 conn.rbuf.len(),
                 self.server.is_some()
             );
-            if !self.machine.to_server().is_empty() {
+            let machine = self.machine.get();
+            if !machine.to_server().is_empty() {
                 let server = self
                     .server
                     .as_mut()
                     .expect("the machine plans for a server only when attached");
-                let bytes = self
-                    .machine
+                let bytes = machine
                     .to_server()
                     .bytes(conn.rbuf.data(), &mut self.gather);
                 if let Err(e) = server.stream.write_all_flushed(bytes).await {
@@ -288,10 +320,10 @@ impl Session {
                     return Err(SessionError::server_io(e));
                 }
             }
-            if !self.machine.to_client().is_empty() {
+            if !machine.to_client().is_empty() {
                 // pgring's own answers (a ParseComplete or CloseComplete in their place).
                 let mut scratch = Vec::new();
-                let bytes = self.machine.to_client().bytes(&[], &mut scratch).to_vec();
+                let bytes = machine.to_client().bytes(&[], &mut scratch).to_vec();
                 conn.write_all(&bytes).await?;
             }
             conn.rbuf.consume(used);
@@ -331,6 +363,7 @@ impl Session {
         let server = server
             .as_deref_mut()
             .expect("called with a server attached");
+        let machine = machine.get();
         let (used, after) = match machine.handle_server(server.rbuf.data()) {
             Ok(step) => step,
             Err(fault) => {
@@ -389,13 +422,13 @@ impl Session {
             "transaction blocks not allowed in statement pooling mode",
         );
         let more_in_flight =
-            self.server.as_ref().is_some_and(|s| !s.rbuf.is_empty()) || self.machine.owes();
+            self.server.as_ref().is_some_and(|s| !s.rbuf.is_empty()) || self.machine.get().owes();
         if more_in_flight {
             self.drop_server();
             return Err(refusal);
         }
         let mut server = self.server.take().expect("called with a server attached");
-        server.statements = self.machine.refused();
+        server.statements = self.machine.get().refused();
         self.login.cancel.set_server(None);
         match server.run_internal("ROLLBACK").await {
             Ok(()) => self.login.pool.release(server),
@@ -440,7 +473,7 @@ impl Session {
         self.login
             .cancel
             .set_server(Some((server.backend_key, server.address.clone())));
-        self.machine.attach(Attachment {
+        self.machine.get().attach(Attachment {
             statements: std::mem::take(&mut server.statements),
             backend_pid: server.backend_key.process_id,
         });
@@ -450,7 +483,7 @@ impl Session {
     /// Gives the attached (quiet) server back to the pool.
     fn detach(&mut self) {
         if let Some(mut server) = self.server.take() {
-            server.statements = self.machine.detach();
+            server.statements = self.machine.get().detach();
             self.login.cancel.set_server(None);
             if self.limits.reset_always && !self.limits.reset_query.is_empty() {
                 // Reset before anyone else sees it; runs on its own task so this client
@@ -467,7 +500,7 @@ impl Session {
     /// Closes the attached server: it may be mid-transaction or broken.
     fn drop_server(&mut self) {
         if let Some(server) = self.server.take() {
-            self.machine.detach();
+            self.machine.get().detach();
             self.login.cancel.set_server(None);
             self.login.pool.discard(server);
         }
@@ -479,8 +512,8 @@ impl Session {
             return;
         };
         self.login.cancel.set_server(None);
-        let quiet = self.machine.is_quiet();
-        server.statements = self.machine.detach();
+        let quiet = self.machine.get().is_quiet();
+        server.statements = self.machine.get().detach();
         if !quiet {
             self.login.pool.discard(server);
             return;

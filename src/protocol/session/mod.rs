@@ -1005,11 +1005,14 @@ impl Session {
 
     /// Writes the answers pgring gives itself that are now due (everything before them
     /// has been answered).
-    #[inline]
+    #[inline(always)]
     fn emit_answered(&mut self) {
-        if !self.pipeline.has_unanswered() {
-            return;
+        if self.pipeline.has_unanswered() {
+            self.emit_answered_now();
         }
+    }
+
+    fn emit_answered_now(&mut self) {
         while let Some(answered) = self.pipeline.pop_answered() {
             let answer = match answered {
                 Expect::Parse { .. } => tag::PARSE_COMPLETE,
@@ -1065,10 +1068,13 @@ impl Session {
                 }
                 _ => None,
             };
-            let seen = self
-                .pipeline
-                .on_server_tag(msg_tag, status)
-                .map_err(SessionFault::Desync)?;
+            let seen = if self.pipeline.is_plain_answer(msg_tag) {
+                Seen::Forward
+            } else {
+                self.pipeline
+                    .on_server_tag(msg_tag, status)
+                    .map_err(SessionFault::Desync)?
+            };
             let mut forward = true;
             match seen {
                 Seen::Forward => {}

@@ -343,6 +343,23 @@ impl Pipeline {
         self.queue.push_back(expect);
     }
 
+    /// The fast path of [`Pipeline::on_server_tag`]: a message that only continues the
+    /// answer to a simple query (rows, their description, a command's completion, a
+    /// notice) changes nothing.
+    #[inline(always)]
+    pub fn is_plain_answer(&self, tag: u8) -> bool {
+        use crate::protocol::tag as t;
+        matches!(self.queue.front(), Some(Expect::Query))
+            && matches!(
+                tag,
+                t::ROW_DESCRIPTION
+                    | t::DATA_ROW
+                    | t::COMMAND_COMPLETE
+                    | b'N'
+                    | t::EMPTY_QUERY_RESPONSE
+            )
+    }
+
     /// Some entry in flight owes nothing from the server (see
     /// [`Pipeline::pop_answered`]); usually none does.
     #[inline]
