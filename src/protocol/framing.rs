@@ -96,23 +96,9 @@ impl Framer {
             self.remaining -= len;
             return Ok(Step::Partial { tag: None, len });
         }
-        let Some(header) = buf.get(..HEADER_LEN) else {
+        let Some((tag, total)) = self.header(buf)? else {
             return Ok(Step::NeedMore);
         };
-        let tag = header[0];
-        let declared = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-        if declared < 4 {
-            return Err(ProtocolError::BadLength { tag, len: declared });
-        }
-        let body_len = (declared - 4) as usize;
-        if body_len > self.max_message_len {
-            return Err(ProtocolError::MessageTooLong {
-                tag,
-                len: body_len,
-                max: self.max_message_len,
-            });
-        }
-        let total = HEADER_LEN + body_len;
         if let Some(whole) = buf.get(..total) {
             return Ok(Step::Message {
                 tag,

@@ -910,26 +910,7 @@ impl Session {
     /// Runs a batch again whose statement had a stale plan on this server: the
     /// statement is closed and prepared anew, then the client's batch is sent again.
     fn run_again(&mut self, statement: Rc<Statement>, bytes: Vec<u8>) {
-        let tracking = self.tracking.as_ref().expect("tracked");
-        bump(&tracking.registry.counts.server_parses);
-        self.to_server
-            .make(|out| prepared::close_statement(out, &statement.name));
-        self.pipeline.push(Expect::Close {
-            reply: Reply::Swallow,
-            note: Note::None,
-            named: None,
-        });
-        self.to_server.make(|out| out.put_slice(&statement.parse));
-        let op = self.server_statements.parse_sent(statement.clone());
-        self.pipeline.push(Expect::Parse {
-            reply: Reply::Swallow,
-            note: Note::Prepared {
-                statement: statement.clone(),
-                op,
-                after_close: true,
-            },
-            named: None,
-        });
+        self.prepare_on_server(statement.clone(), Reply::Swallow, None, Presence::Unsure);
         self.to_server.make(|out| out.put_slice(&bytes));
         let mut pos = 0;
         while pos + HEADER_LEN <= bytes.len() {
