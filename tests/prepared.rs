@@ -607,3 +607,36 @@ fn a_stale_plan_after_a_schema_change_is_prepared_again() {
 fn app_psql_t(pg: &PgCluster, sql: &str) {
     raw::app_psql(pg, sql);
 }
+
+/// A notification sent by the client's own backend shows the process id the client was
+/// given in BackendKeyData (pgring's, not the server's), as drivers compare the two to
+/// tell their own notifications from others' (psycopg's `notify.pid == info.backend_pid`).
+#[test]
+fn a_notification_of_the_clients_own_backend_carries_the_clients_process_id() {
+    let pg = cluster();
+    let pgring = pgring(&pg, "shards = 1\npool_mode = \"session\"", "");
+    let (mut a, pid) = raw::raw_login_keyed(
+        pgring.port(),
+        &[("user", "app"), ("database", "app")],
+        "apppass",
+    )
+    .expect("login");
+    let answer = exchange(
+        &mut a,
+        Msgs::new().query("LISTEN ch; NOTIFY ch, 'hello'"),
+        "LISTEN and NOTIFY",
+    );
+    let (_, body) = answer
+        .iter()
+        .find(|(t, _)| *t == b'A')
+        .unwrap_or_else(|| panic!("no NotificationResponse in {answer:?}"));
+    let notified = i32::from_be_bytes(body[..4].try_into().unwrap());
+    assert_eq!(notified, pid, "the notification's process id");
+    let backend = query_value(&mut a, "select pg_backend_pid()").unwrap();
+    assert_ne!(
+        backend,
+        pid.to_string(),
+        "pgring's key is its own, not the backend's"
+    );
+    terminate(a);
+}

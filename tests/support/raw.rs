@@ -149,6 +149,16 @@ pub fn raw_login_with(
     pairs: &[(&str, &str)],
     password: &str,
 ) -> Result<TcpStream, HashMap<char, String>> {
+    raw_login_keyed(port, pairs, password).map(|(s, _)| s)
+}
+
+/// [`raw_login_with`], also returning the process id of the BackendKeyData received.
+pub fn raw_login_keyed(
+    port: u16,
+    pairs: &[(&str, &str)],
+    password: &str,
+) -> Result<(TcpStream, i32), HashMap<char, String>> {
+    let mut process_id = 0;
     let user = pairs
         .iter()
         .find(|(n, _)| *n == "user")
@@ -181,8 +191,9 @@ pub fn raw_login_with(
                 s.write_all(&out).unwrap();
             }
             b'E' => return Err(error_fields(&body)),
-            b'S' | b'K' | b'N' | b'v' => {}
-            b'Z' => return Ok(s),
+            b'K' => process_id = i32::from_be_bytes(body[..4].try_into().unwrap()),
+            b'S' | b'N' | b'v' => {}
+            b'Z' => return Ok((s, process_id)),
             other => panic!("raw login: unexpected message '{}'", char::from(other)),
         }
     }
