@@ -236,7 +236,7 @@ impl Lookup {
     /// Called when the login failed: after a failed password check for a user that was
     /// found, the cached answer goes, so the next attempt asks PostgreSQL again.
     pub fn login_failed(&self, error: &SessionError) {
-        if self.auth.is_some() && error.sqlstate == sqlstate::INVALID_PASSWORD {
+        if self.auth.is_some() && error.cause == crate::error::Cause::PasswordRefused {
             self.cache.forget(&self.key);
         }
     }

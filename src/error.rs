@@ -27,10 +27,23 @@ pub enum Fault {
     Limit,
 }
 
+/// What went wrong, for the decisions taken on an error (the SQLSTATE is for the
+/// client; code decides on this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The connection broke or was closed: it cannot be used any more.
+    Disconnected,
+    /// A password or SCRAM proof was refused (the client's, or pgring's at the server).
+    PasswordRefused,
+    /// Anything else.
+    Other,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SessionError {
     pub fault: Fault,
+    pub cause: Cause,
     pub sqlstate: String,
     pub message: String,
 }
@@ -39,9 +52,27 @@ impl SessionError {
     pub fn new(fault: Fault, sqlstate: &str, message: impl Into<String>) -> Self {
         SessionError {
             fault,
+            cause: Cause::Other,
             sqlstate: sqlstate.to_owned(),
             message: message.into(),
         }
+    }
+
+    /// The same error, with its cause named.
+    pub fn because(mut self, cause: Cause) -> Self {
+        self.cause = cause;
+        self
+    }
+
+    /// An ErrorResponse of PostgreSQL's as an error of the session: the cause is read
+    /// from its SQLSTATE (28P01: a refused password).
+    pub fn from_server(sqlstate: &str, message: impl Into<String>) -> Self {
+        let cause = if sqlstate == sqlstate::INVALID_PASSWORD {
+            Cause::PasswordRefused
+        } else {
+            Cause::Other
+        };
+        SessionError::new(Fault::Server, sqlstate, message).because(cause)
     }
 
     pub fn client_protocol(e: ProtocolError) -> Self {
@@ -62,6 +93,7 @@ impl SessionError {
             sqlstate::CONNECTION_FAILURE,
             format!("server connection failed: {e}"),
         )
+        .because(Cause::Disconnected)
     }
 
     pub fn server_closed() -> Self {
@@ -70,6 +102,7 @@ impl SessionError {
             sqlstate::CONNECTION_FAILURE,
             "server closed the connection unexpectedly",
         )
+        .because(Cause::Disconnected)
     }
 
     pub fn server_connect(address: &ServerAddress, e: io::Error) -> Self {
@@ -81,6 +114,7 @@ impl SessionError {
                 crate::server::describe(address)
             ),
         )
+        .because(Cause::Disconnected)
     }
 
     pub fn client_io(e: io::Error) -> Self {
@@ -89,6 +123,7 @@ impl SessionError {
             sqlstate::CONNECTION_FAILURE,
             format!("client connection failed: {e}"),
         )
+        .because(Cause::Disconnected)
     }
 
     pub fn client_closed() -> Self {
@@ -97,6 +132,7 @@ impl SessionError {
             sqlstate::CONNECTION_FAILURE,
             "client closed the connection",
         )
+        .because(Cause::Disconnected)
     }
 
     /// Writes this error as the FATAL ErrorResponse a client receives before the
@@ -127,7 +163,7 @@ impl SessionError {
 
     /// Whether the client should be told (it is not when the client itself is gone).
     pub fn client_reachable(&self) -> bool {
-        !(self.fault == Fault::Client && self.sqlstate == sqlstate::CONNECTION_FAILURE)
+        !(self.fault == Fault::Client && self.cause == Cause::Disconnected)
     }
 }
 

@@ -100,8 +100,7 @@ impl ServerConn {
             .await
             .map_err(SessionError::server_io)?;
         match self.read_until_ready(|_, _| Ok(())).await? {
-            (Some(e), _) => Err(SessionError::new(
-                Fault::Server,
+            (Some(e), _) => Err(SessionError::from_server(
                 &e.code,
                 format!("{}: {}", sql_head(sql), e.message),
             )),
@@ -179,7 +178,7 @@ impl ServerConn {
             )
         };
         match ended {
-            (Some(e), _) => Err(SessionError::new(Fault::Server, &e.code, e.message)),
+            (Some(e), _) => Err(SessionError::from_server(&e.code, e.message)),
             (None, TxStatus::Idle) if too_many => Err(internal(format!(
                 "the query returned more than {max_rows} row(s)"
             ))),
@@ -525,8 +524,7 @@ async fn login(
             tag::READY_FOR_QUERY => return Ok(()),
             tag::ERROR_RESPONSE => {
                 let e = backend::parse_error_response(&body);
-                return Err(SessionError::new(
-                    Fault::Server,
+                return Err(SessionError::from_server(
                     &e.code,
                     format!("server login failed: {}", e.message),
                 ));
@@ -566,6 +564,7 @@ fn answer_auth(
                 target.user
             ),
         )
+        .because(crate::error::Cause::PasswordRefused)
     };
     match auth {
         Authentication::Ok => {}
@@ -644,6 +643,7 @@ fn scram_error(msg: String) -> SessionError {
         crate::protocol::sqlstate::INVALID_PASSWORD,
         format!("server login failed: SCRAM exchange with the server failed: {msg}"),
     )
+    .because(crate::error::Cause::PasswordRefused)
 }
 
 /// Sends a CancelRequest for `key` on a fresh connection to `address`, over TLS when

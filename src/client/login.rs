@@ -246,7 +246,7 @@ pub async fn run(
                     aligned.adopt_server_spelling(&server.params);
                     pool.release(server);
                 }
-                Err(e) if e.sqlstate == sqlstate::CONNECTION_FAILURE => {
+                Err(e) if e.cause == crate::error::Cause::Disconnected => {
                     pool.discard(server);
                     return Err(e);
                 }
@@ -505,6 +505,7 @@ fn auth_failed(user: &str) -> SessionError {
         sqlstate::INVALID_PASSWORD,
         format!("password authentication failed for user \"{user}\""),
     )
+    .because(crate::error::Cause::PasswordRefused)
 }
 
 /// How one login is checked, once `auth_type` and the hba rules have spoken.

@@ -455,7 +455,7 @@ impl Session {
         };
         if let Some(sql) = self.login.params.alignment_sql(&server.params) {
             if let Err(e) = server.run_internal(&sql).await {
-                if e.sqlstate == sqlstate::CONNECTION_FAILURE {
+                if e.cause == crate::error::Cause::Disconnected {
                     self.login.pool.discard(server);
                 } else {
                     self.login.pool.release(server);
