@@ -91,17 +91,6 @@ pub enum Timeout {
     ClientIdle,
 }
 
-impl Timeout {
-    /// The setting's name, as users know it.
-    pub fn setting(self) -> &'static str {
-        match self {
-            Timeout::Query => "query_timeout",
-            Timeout::IdleTransaction => "idle_transaction_timeout",
-            Timeout::ClientIdle => "client_idle_timeout",
-        }
-    }
-}
-
 /// Why the machine cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionFault {
@@ -368,10 +357,6 @@ impl Session {
         }
     }
 
-    pub fn is_attached(&self) -> bool {
-        self.attached
-    }
-
     /// Starts using a server connection.
     pub fn attach(&mut self, attachment: Attachment) {
         debug_assert!(!self.attached);
@@ -435,16 +420,6 @@ impl Session {
     /// Answers are still owed by the server.
     pub fn owes(&self) -> bool {
         self.pipeline.owes()
-    }
-
-    /// The status of the latest ReadyForQuery.
-    pub fn status(&self) -> TxStatus {
-        self.pipeline.status()
-    }
-
-    /// Named statements this client has.
-    pub fn client_statements(&self) -> usize {
-        self.tracking.as_ref().map_or(0, |t| t.client.len())
     }
 
     fn releasable(&self, server_input_used: bool) -> bool {

@@ -48,13 +48,6 @@ impl std::fmt::Debug for Statement {
     }
 }
 
-impl Statement {
-    /// The bytes this statement keeps (the Parse message and the name).
-    pub fn footprint(&self) -> usize {
-        self.parse.len() + self.name.len() + std::mem::size_of::<Statement>()
-    }
-}
-
 /// Counters of a pool's prepared-statement traffic (PgBouncer's names).
 #[derive(Debug, Default)]
 pub struct PreparedCounts {
