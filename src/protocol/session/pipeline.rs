@@ -345,19 +345,22 @@ impl Pipeline {
 
     /// The fast path of [`Pipeline::on_server_tag`]: a message that only continues the
     /// answer to a simple query (rows, their description, a command's completion, a
-    /// notice) changes nothing.
+    /// notice) or an Execute (rows) changes nothing.
     #[inline(always)]
     pub fn is_plain_answer(&self, tag: u8) -> bool {
         use crate::protocol::tag as t;
-        matches!(self.queue.front(), Some(Expect::Query))
-            && matches!(
+        match self.queue.front() {
+            Some(Expect::Query) => matches!(
                 tag,
                 t::ROW_DESCRIPTION
                     | t::DATA_ROW
                     | t::COMMAND_COMPLETE
                     | b'N'
                     | t::EMPTY_QUERY_RESPONSE
-            )
+            ),
+            Some(Expect::Execute) => tag == t::DATA_ROW,
+            _ => false,
+        }
     }
 
     /// Some entry in flight owes nothing from the server (see
