@@ -25,8 +25,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use raw::{
-    cluster, error_codes, error_fields, first_column, pgring, query_value, raw_login,
-    read_until_ready, simple_query, tags, terminate, Msgs, READ_TIMEOUT,
+    app_psql, cluster, error_codes, error_fields, first_column, pgring, query_value, raw_login,
+    read_until_ready, simple_query, tags, terminate, tokio_connect, Msgs, READ_TIMEOUT,
 };
 use support::{PgCluster, Pgring};
 use tokio::time::timeout;
@@ -43,27 +43,6 @@ fn pgring_tx(pg: &PgCluster, extra: &str) -> Pgring {
 }
 
 // ---- tokio-postgres -------------------------------------------------------------------------
-
-/// How long a tokio-postgres login may take: pgring may have to open a server connection
-/// first (a SCRAM login in a debug build, on a machine that may be busy).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn tokio_connect(port: u16) -> Client {
-    let conn_str = format!(
-        "host=127.0.0.1 port={port} user=app password=apppass dbname=app connect_timeout=10"
-    );
-    let (client, conn) = timeout(
-        CONNECT_TIMEOUT,
-        tokio_postgres::connect(&conn_str, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("connect through pgring: no answer within 30 s")
-    .unwrap_or_else(|e| panic!("connect through pgring: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
 
 /// An error as `SQLSTATE: message` when the server (or pgring) sent it.
 fn db_error(e: &tokio_postgres::Error) -> String {
@@ -556,7 +535,7 @@ fn same_name_different_text_per_client() {
 #[test]
 fn a_stale_plan_after_a_schema_change_is_prepared_again() {
     let pg = cluster();
-    app_psql_t(&pg, "create table t(a int); insert into t values (1)");
+    app_psql(&pg, "create table t(a int); insert into t values (1)");
     // One server connection, so that the schema change happens behind its statement.
     let pgring = pgring_tx(&pg, "default_pool_size = 1");
     let mut a = raw_login(pgring.port());
@@ -571,7 +550,7 @@ fn a_stale_plan_after_a_schema_change_is_prepared_again() {
     );
     assert_tags(&first, "12DCZ", "first use");
 
-    app_psql_t(&pg, "alter table t add column b int default 7");
+    app_psql(&pg, "alter table t add column b int default 7");
     let use_it = |a: &mut TcpStream, what: &str| {
         exchange(
             a,
@@ -592,7 +571,7 @@ fn a_stale_plan_after_a_schema_change_is_prepared_again() {
     );
 
     // In a transaction block the batch is not run again: the client gets the error.
-    app_psql_t(&pg, "alter table t add column c int default 8");
+    app_psql(&pg, "alter table t add column c int default 8");
     assert_eq!(simple_query(&mut a, "BEGIN").status, b'T');
     let in_block = use_it(&mut a, "in a transaction block");
     assert_eq!(error_codes(&in_block), ["0A000"], "{in_block:?}");
@@ -602,10 +581,6 @@ fn a_stale_plan_after_a_schema_change_is_prepared_again() {
     let row = next.iter().find(|(t, _)| *t == b'D').unwrap();
     assert_eq!(raw::data_row(&row.1).len(), 3);
     terminate(a);
-}
-
-fn app_psql_t(pg: &PgCluster, sql: &str) {
-    raw::app_psql(pg, sql);
 }
 
 /// A notification sent by the client's own backend shows the process id the client was

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use raw::{
     app_psql, cluster, error_codes, error_fields, first_column, is_timeout, next_message, pgring,
     query_value, raw_login, read_message, read_query_result, read_until_ready, send_query, tags,
-    terminate, Msgs, READ_TIMEOUT,
+    terminate, tokio_connect, Msgs, READ_TIMEOUT,
 };
 use support::{PgCluster, Pgring};
 
@@ -213,27 +213,6 @@ fn sync_during_copy_in_is_owed_no_ready_for_query() {
     assert_eq!(query_value(&mut a, "select 3").as_deref(), Some("3"));
     terminate(a);
     terminate(b);
-}
-
-/// How long a tokio-postgres login may take: pgring may have to open a server connection
-/// first (a SCRAM login in a debug build, on a machine that may be busy).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn tokio_connect(port: u16) -> tokio_postgres::Client {
-    let conn_str = format!(
-        "host=127.0.0.1 port={port} user=app password=apppass dbname=app connect_timeout=10"
-    );
-    let (client, conn) = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_postgres::connect(&conn_str, tokio_postgres::NoTls),
-    )
-    .await
-    .expect("connect through pgring: no answer within 30 s")
-    .unwrap_or_else(|e| panic!("connect through pgring: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 /// The same through tokio-postgres's `copy_in` (Bind/Execute/Sync, then the data,

@@ -553,3 +553,28 @@ impl Msgs {
         s.write_all(&self.0).expect("write to pgring");
     }
 }
+
+// ---- tokio-postgres ---------------------------------------------------------------------
+
+/// How long a tokio-postgres login may take: pgring may have to open a server connection
+/// first (a SCRAM login in a debug build, on a machine that may be busy).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A tokio-postgres client logged in through pgring as app/apppass on app, its
+/// connection driven on a task of its own.
+pub async fn tokio_connect(port: u16) -> tokio_postgres::Client {
+    let conn_str = format!(
+        "host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname={DB} connect_timeout=10"
+    );
+    let (client, conn) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_postgres::connect(&conn_str, tokio_postgres::NoTls),
+    )
+    .await
+    .expect("connect through pgring: no answer within 30 s")
+    .unwrap_or_else(|e| panic!("connect through pgring: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}

@@ -592,42 +592,28 @@ impl Session {
         msg_tag: u8,
         total: usize,
     ) -> Result<usize, SessionFault> {
+        // A message pgring reads whole (or up to a name) waits until it is there.
+        if !self.startable(avail, msg_tag, total)? {
+            return Ok(0);
+        }
         let tracked = self.tracking.is_some() && !self.pipeline.is_skipping();
         let whole = avail.len() >= total;
-        let need_whole = |s: &Self| -> Result<bool, SessionFault> {
-            if total > s.settings.inspect_ceiling {
-                return Err(SessionFault::TooLongToInspect {
-                    tag: msg_tag,
-                    len: total,
-                    max: s.settings.inspect_ceiling,
-                });
-            }
-            Ok(whole)
-        };
         match msg_tag {
             tag::PARSE if tracked => {
-                if !need_whole(self)? {
-                    return Ok(0);
-                }
                 self.client_parse(&avail[..total], pos)?;
                 self.replay_follow(msg_tag, None);
                 return Ok(total);
             }
             tag::BIND if tracked => return self.client_bind(avail, pos, total),
             tag::DESCRIBE | tag::CLOSE if tracked => {
-                if !need_whole(self)? {
-                    return Ok(0);
-                }
                 self.client_describe_or_close(&avail[..total], pos)?;
                 self.replay_follow(msg_tag, Some(&avail[..total]));
                 return Ok(total);
             }
             tag::DESCRIBE if !self.pipeline.is_skipping() => {
+                // `startable` waited for the type byte unless the message has none.
                 let Some(&kind) = avail.get(HEADER_LEN) else {
-                    if total == HEADER_LEN {
-                        return Err(malformed(msg_tag, "no Describe type"));
-                    }
-                    return Ok(0);
+                    return Err(malformed(msg_tag, "no Describe type"));
                 };
                 self.pipeline.push(if kind == b'S' {
                     Expect::DescribeStatement
